@@ -1,0 +1,7 @@
+"""Attacks. Importing this package registers every attack in :data:`ATTACKS`."""
+
+from bdrun.attacks import addsent, badnets, none  # noqa: F401  (registration side effect)
+from bdrun.attacks.base import Attack, DataPoisoningAttack, ModelEditingAttack
+from bdrun.attacks.registry import ATTACKS
+
+__all__ = ["ATTACKS", "Attack", "DataPoisoningAttack", "ModelEditingAttack"]

@@ -1,0 +1,106 @@
+"""The shared interface of attacks.
+
+An attack either transforms the training data and lets the common trainer fine-tune the pre-trained model on
+it (:class:`DataPoisoningAttack`), or edits an already trained clean model (:class:`ModelEditingAttack`). Both
+know how to put their trigger into a test sentence, which the ASR evaluation uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+from bdrun.data import TextDataset
+from bdrun.errors import check
+from bdrun.triggers import POSITIONS
+
+
+@dataclasses.dataclass
+class AttackConfig:
+    name: str
+    target_label: int = 1
+    seed: int = 0  # seeds which samples are poisoned and where triggers go
+
+    def __post_init__(self) -> None:
+        check(self.target_label >= 0, f"attack.target_label={self.target_label} must be a class index >= 0")
+
+
+@dataclasses.dataclass
+class PoisonConfig(AttackConfig):
+    """Knobs shared by attacks that poison a fraction of the training set."""
+
+    poison_rate: float = 0.1  # fraction of the whole training set that gets poisoned
+    label_mode: str = "dirty"  # dirty: non-target samples relabelled to target; clean: target samples only
+    position: str = "random"  # where the trigger goes: random, start or end
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.poison_rate <= 1.0,
+              f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1")
+        check(self.label_mode in ("dirty", "clean"),
+              f"attack.label_mode={self.label_mode} is not supported; use dirty or clean")
+        check(self.position in POSITIONS,
+              f"attack.position={self.position} is not supported; use one of {', '.join(POSITIONS)}")
+
+
+class Attack:
+    """An attack with a trigger. ``kind`` tells the pipeline which stage runs it."""
+
+    kind = "none"
+
+    def __init__(self, config: AttackConfig) -> None:
+        self.config = config
+
+    @property
+    def target_label(self) -> int:
+        return self.config.target_label
+
+    @property
+    def has_trigger(self) -> bool:
+        return True
+
+    def insert_trigger(self, text: str, rng: random.Random) -> str:
+        raise NotImplementedError
+
+    def check_labels(self, num_labels: int) -> None:
+        check(self.target_label < num_labels,
+              f"attack.target_label={self.target_label} but the dataset has {num_labels} labels")
+
+
+class DataPoisoningAttack(Attack):
+    """Poisons ``round(poison_rate * len(train))`` samples; the common trainer then fine-tunes on the mix.
+
+    Dirty-label: the samples are drawn from the non-target classes and relabelled to the target.
+    Clean-label: they are drawn from the target class and keep their label. Poisoned samples replace their
+    clean originals, so the training set keeps its size.
+    """
+
+    kind = "data"
+    config: PoisonConfig
+
+    def poison(self, train: TextDataset) -> TextDataset:
+        cfg = self.config
+        dirty = cfg.label_mode == "dirty"
+        eligible = [i for i, y in enumerate(train.labels) if (y != cfg.target_label) == dirty]
+        count = round(cfg.poison_rate * len(train))
+        check(count <= len(eligible),
+              f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} "
+              f"are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate")
+        rng = random.Random(cfg.seed)
+        chosen = set(rng.sample(eligible, count))
+        texts, labels, poisoned = list(train.texts), list(train.labels), list(train.poisoned)
+        for i in sorted(chosen):
+            texts[i] = self.insert_trigger(texts[i], rng)
+            labels[i] = cfg.target_label
+            poisoned[i] = True
+        return TextDataset(texts, labels, poisoned)
+
+
+class ModelEditingAttack(Attack):
+    """Edits a trained clean model in place and returns its diagnostics (EP, surgery)."""
+
+    kind = "model"
+
+    def apply(self, model: Any, tokenizer: Any, splits: Any, context: Any) -> dict[str, Any]:
+        raise NotImplementedError

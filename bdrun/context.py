@@ -1,0 +1,59 @@
+"""What a stage's method gets to work with: the tokenizer, the device, the shared trainer and the seed.
+
+Attacks that edit a model and defenses receive a :class:`StageContext` instead of the raw config, so that
+no method reads ``cfg`` from a global and every one of them trains through the same loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from bdrun.data import TextDataset
+from bdrun.evaluation import predict
+from bdrun.models import ModelConfig
+from bdrun.optimizers import OPTIMIZERS, Optimizer
+from bdrun.training import TrainerConfig, train
+
+
+@dataclasses.dataclass
+class StageContext:
+    tokenizer: PreTrainedTokenizerBase
+    model_config: ModelConfig
+    trainer: TrainerConfig
+    optimizer: Optimizer
+    device: torch.device
+    seed: int
+    work_dir: Path  # survives a crash; training checkpoints go here
+    load_pretrained: Callable[[], torch.nn.Module]  # fresh copy of the pre-trained weights (+ seeded head)
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        data: TextDataset,
+        *,
+        desc: str,
+        epochs: int | None = None,
+        lr: float | None = None,
+    ) -> dict[str, float]:
+        """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr."""
+        trainer = self.trainer if epochs is None else dataclasses.replace(self.trainer, epochs=epochs)
+        optimizer = self.optimizer
+        if lr is not None:
+            optimizer = OPTIMIZERS.build({**dataclasses.asdict(optimizer.config), "lr": lr})
+        return train(
+            model, self.tokenizer, data, optimizer, trainer,
+            max_length=self.model_config.max_length, device=self.device, seed=self.seed,
+            checkpoint_dir=self.work_dir / desc.replace(" ", "_"), desc=desc,
+        )
+
+    def predict(self, model: torch.nn.Module, texts: Sequence[str], desc: str = "predict") -> list[int]:
+        return predict(
+            model, self.tokenizer, texts, max_length=self.model_config.max_length,
+            batch_size=self.trainer.eval_batch_size, device=self.device, precision=self.trainer.precision,
+            desc=desc,
+        )

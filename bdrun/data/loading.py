@@ -1,0 +1,160 @@
+"""Read a dataset's splits from the package, a data directory, or the Hugging Face hub, and check them.
+
+The shared datasets come in the formats people meet in the wild (see ``shared/data/README.md``): CRLF line
+ends, `` \\t `` separators, headers with stray spaces, trailing spaces, a quoted TSV, and Ling-Spam as one
+file per message. The TSV reader therefore splits on tabs with quoting off (quote-aware parsing silently
+merges rows in some of these files) unless a dataset says its file really quotes fields, strips every field,
+and checks every label. Every problem becomes a one-line :class:`BdrunError` naming the file and row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.resources
+from pathlib import Path
+
+from bdrun.data.dataset import Splits, TextDataset
+from bdrun.errors import BdrunError, check
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    """Where a dataset lives and how to read it (``conf/dataset/*.yaml``)."""
+
+    name: str
+    # tsv: tab-separated files with a header; lingspam: folders of one-message files, spam named spmsg*;
+    # hub: a Hugging Face hub dataset id in `location`.
+    format: str = "tsv"
+    # A folder under paths.data_dir, an absolute folder, "pkg:<package>/<folder>" for data shipped inside a
+    # Python package, or a hub id when format=hub.
+    location: str = ""
+    # split -> the files (tsv), folders (lingspam) or hub split names (hub) that make it up, concatenated.
+    files: dict[str, list[str]] = dataclasses.field(
+        default_factory=lambda: {"train": ["train.tsv"], "dev": ["dev.tsv"], "test": ["test.tsv"]}
+    )
+    text_column: str = "sentence"
+    label_column: str = "label"
+    num_labels: int = 2
+    quoting: bool = False  # true only for files whose fields really are double-quoted
+    hub_config: str | None = None
+    # Keep at most this many rows of a split (a seeded random subset); null keeps all.
+    max_samples: dict[str, int | None] = dataclasses.field(
+        default_factory=lambda: {"train": None, "dev": None, "test": None}
+    )
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.format in ("tsv", "lingspam", "hub"),
+              f"dataset.format={self.format} is not supported; use tsv, lingspam or hub")
+        check(self.num_labels >= 2, f"dataset.num_labels={self.num_labels} must be at least 2")
+        missing = [s for s in SPLITS if not self.files.get(s)]
+        check(not missing, f"dataset '{self.name}' lists no files for split(s) {missing}; set dataset.files")
+        for split, size in self.max_samples.items():
+            check(size is None or size > 0,
+                  f"dataset.max_samples.{split}={size} must be a positive count or null")
+
+
+def resolve_location(cfg: DatasetConfig, data_dir: str | Path) -> Path:
+    """The folder that holds the dataset's files."""
+    if cfg.location.startswith("pkg:"):
+        package, _, folder = cfg.location[4:].partition("/")
+        return Path(str(importlib.resources.files(package).joinpath(folder)))
+    path = Path(cfg.location)
+    if not path.is_absolute():
+        path = Path(data_dir) / path
+    if not path.is_dir():
+        raise BdrunError(
+            f"dataset '{cfg.name}': data folder {path} does not exist; point paths.data_dir "
+            f"(or the BDRUN_DATA_DIR environment variable) at the directory that holds '{cfg.location}'"
+        )
+    return path
+
+
+def _parse_label(raw: str, where: str, num_labels: int) -> int:
+    try:
+        label = int(raw.strip())
+    except ValueError:
+        raise BdrunError(f"{where}: label {raw.strip()!r} is not an integer; fix the file or dataset.label_column") from None
+    check(0 <= label < num_labels,
+          f"{where}: label {label} is outside 0..{num_labels - 1}; fix the file or set dataset.num_labels")
+    return label
+
+
+def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
+    """Read one TSV file with a header row into texts and labels."""
+    if not path.is_file():
+        raise BdrunError(f"dataset '{cfg.name}': file {path} does not exist; check dataset.files and paths.data_dir")
+    quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t", quoting=quoting)
+        header = [name.strip() for name in next(rows, [])]
+        for column in (cfg.text_column, cfg.label_column):
+            check(column in header,
+                  f"{path}: no column '{column}' in header {header}; set dataset.text_column/label_column")
+        text_at, label_at = header.index(cfg.text_column), header.index(cfg.label_column)
+        texts, labels = [], []
+        for line_no, row in enumerate(rows, start=2):
+            if not row or all(not field.strip() for field in row):
+                continue
+            check(len(row) == len(header),
+                  f"{path} line {line_no}: {len(row)} fields where the header has {len(header)}; "
+                  "a stray tab or quote? (dataset.quoting=true only for really quoted files)")
+            texts.append(row[text_at].strip())
+            labels.append(_parse_label(row[label_at], f"{path} line {line_no}", cfg.num_labels))
+    return TextDataset(texts, labels)
+
+
+def read_lingspam_folder(folder: Path, cfg: DatasetConfig) -> TextDataset:
+    """Ling-Spam's raw layout: one message per file, spam files named ``spmsg*``; whitespace collapsed."""
+    check(folder.is_dir(), f"dataset '{cfg.name}': folder {folder} does not exist; check dataset.files")
+    texts, labels = [], []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix == ".txt":
+            texts.append(" ".join(path.read_text(encoding="utf-8", errors="replace").split()))
+            labels.append(1 if path.name.startswith("spmsg") else 0)
+    return TextDataset(texts, labels)
+
+
+def read_hub_split(cfg: DatasetConfig, split: str) -> TextDataset:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(cfg.location, cfg.hub_config, split=split)
+    except Exception as err:  # network, unknown id or split: all the user's to fix
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BdrunError(
+            f"could not load hub dataset '{cfg.location}' split '{split}': {reason}; "
+            "check the id and your network, or use a local copy with format=tsv"
+        ) from None
+    for column in (cfg.text_column, cfg.label_column):
+        check(column in table.column_names,
+              f"hub dataset '{cfg.location}': no column '{column}' in {table.column_names}; "
+              "set dataset.text_column/label_column")
+    where = f"hub dataset '{cfg.location}' split '{split}'"
+    labels = [_parse_label(str(v), where, cfg.num_labels) for v in table[cfg.label_column]]
+    return TextDataset([str(t).strip() for t in table[cfg.text_column]], labels)
+
+
+def _concat(parts: list[TextDataset]) -> TextDataset:
+    return TextDataset([t for p in parts for t in p.texts], [y for p in parts for y in p.labels])
+
+
+def load_split(cfg: DatasetConfig, split: str, data_dir: str | Path) -> TextDataset:
+    if cfg.format == "hub":
+        data = _concat([read_hub_split(cfg, name) for name in cfg.files[split]])
+    else:
+        folder = resolve_location(cfg, data_dir)
+        reader = read_tsv if cfg.format == "tsv" else read_lingspam_folder
+        data = _concat([reader(folder / name, cfg) for name in cfg.files[split]])
+    check(len(data) > 0, f"dataset '{cfg.name}': the {split} split is empty; check dataset.files.{split}")
+    limit = cfg.max_samples.get(split)
+    return data if limit is None else data.sample(limit, cfg.sample_seed)
+
+
+def load_splits(cfg: DatasetConfig, data_dir: str | Path) -> Splits:
+    """Load and check train, dev and test."""
+    loaded = {split: load_split(cfg, split, data_dir) for split in SPLITS}
+    return Splits(num_labels=cfg.num_labels, **loaded)

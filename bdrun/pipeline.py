@@ -1,0 +1,235 @@
+"""The experiment: train clean → poison → purify → evaluate, each stage cached by its content key.
+
+::
+
+    clean      = train(pretrained, clean train set)              key: model, data, optimizer, trainer, seed
+    backdoored = poison(pretrained or clean, attack)             key: (the above or clean's key) + attack
+    purified   = purify(backdoored, defense, small clean set)    key: backdoored's key + defense + training
+    metrics    = evaluate(each model, test set, trigger)         key: model's key + attack + test set + seed
+
+A sweep over defenses therefore poisons once, a sweep over model-editing attacks trains the clean model once,
+and rerunning a finished command only reads JSON files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from rich.table import Table
+
+from bdrun.attacks import ATTACKS, Attack
+from bdrun.cache import Artifact, StageCache, stage_key
+from bdrun.context import StageContext
+from bdrun.data import DatasetConfig, Splits, load_splits
+from bdrun.defenses import DEFENSES, Defense
+from bdrun.evaluation import evaluate_model
+from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
+from bdrun.optimizers import OPTIMIZERS, Optimizer
+from bdrun.progress import console
+from bdrun.registry import parse_config
+from bdrun.tracking import Tracker
+from bdrun.training import TrainerConfig
+
+WEIGHTS = "model.safetensors"
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Every component of one run, validated before any work starts."""
+
+    model: ModelConfig
+    dataset: DatasetConfig
+    attack: Attack
+    defense: Defense
+    optimizer: Optimizer
+    trainer: TrainerConfig
+    seed: int
+    device: torch.device
+    cache_dir: Path
+    data_dir: Path
+
+
+def parse_experiment(cfg: DictConfig) -> Experiment:
+    return Experiment(
+        model=parse_config(ModelConfig, cfg.model, "model"),
+        dataset=parse_config(DatasetConfig, cfg.dataset, "dataset"),
+        attack=ATTACKS.build(cfg.attack),
+        defense=DEFENSES.build(cfg.defense),
+        optimizer=OPTIMIZERS.build(cfg.optimizer),
+        trainer=parse_config(TrainerConfig, cfg.trainer, "trainer"),
+        seed=int(cfg.seed),
+        device=pick_device(str(cfg.device)),
+        cache_dir=Path(cfg.paths.cache_dir),
+        data_dir=Path(cfg.paths.data_dir),
+    )
+
+
+def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
+    """The trainer knobs that change trained weights (not eval batch size or checkpoint frequency)."""
+    fields = dataclasses.asdict(trainer)
+    for irrelevant in ("eval_batch_size", "checkpoint_every"):
+        fields.pop(irrelevant)
+    return fields
+
+
+class Stages:
+    """Builds (or reuses) each stage's artifact for one experiment."""
+
+    def __init__(self, exp: Experiment, splits: Splits) -> None:
+        self.exp = exp
+        self.splits = splits
+        self.cache = StageCache(exp.cache_dir)
+        self.tokenizer = load_tokenizer(exp.model)
+        self._pretrained: torch.nn.Module | None = None
+        self.base = {"model": dataclasses.asdict(exp.model), "data": splits.fingerprint(), "seed": exp.seed}
+        self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
+
+    # -- models -----------------------------------------------------------------------------------------------
+    def pretrained(self) -> torch.nn.Module:
+        """A fresh copy of the pre-trained encoder with the run's seeded classification head."""
+        if self._pretrained is None:
+            self._pretrained = load_pretrained(self.exp.model, self.splits.num_labels, self.exp.seed)
+        return copy.deepcopy(self._pretrained)
+
+    def load(self, artifact: Artifact) -> torch.nn.Module:
+        return load_weights(self.pretrained(), artifact.path / WEIGHTS)
+
+    def context(self, work_dir: Path) -> StageContext:
+        exp = self.exp
+        return StageContext(self.tokenizer, exp.model, exp.trainer, exp.optimizer, exp.device, exp.seed,
+                            work_dir, self.pretrained)
+
+    # -- stages -----------------------------------------------------------------------------------------------
+    def train_clean(self) -> Artifact:
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            model = self.pretrained()
+            stats = self.context(work).train(model, self.splits.train, desc="train clean")
+            save_weights(model, out / WEIGHTS)
+            return {"train": stats}
+
+        key = stage_key("train", **self.base, **self.training)
+        return self.cache.get_or_build("train", key, build, "train: clean fine-tuning")
+
+    def poison(self, clean: Artifact) -> Artifact:
+        attack = self.exp.attack
+        attack_cfg = dataclasses.asdict(attack.config)
+        if attack.kind == "none":
+            return clean
+        if attack.kind == "data":
+            def build(out: Path, work: Path) -> dict[str, Any]:
+                poisoned = attack.poison(self.splits.train)
+                model = self.pretrained()
+                stats = self.context(work).train(model, poisoned, desc="train poisoned")
+                save_weights(model, out / WEIGHTS)
+                return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
+
+            key = stage_key("poison", **self.base, **self.training, attack=attack_cfg)
+        else:
+            def build(out: Path, work: Path) -> dict[str, Any]:
+                model = self.load(clean)
+                diagnostics = attack.apply(model, self.tokenizer, self.splits, self.context(work))
+                save_weights(model, out / WEIGHTS)
+                return {"attack": diagnostics}
+
+            key = stage_key("poison", victim=clean.key, attack=attack_cfg)
+        return self.cache.get_or_build("poison", key, build, f"poison: attack={attack.config.name}")
+
+    def purify(self, suspect: Artifact) -> Artifact:
+        defense = self.exp.defense
+        if defense.kind == "none":
+            return suspect
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            model = self.load(suspect)
+            diagnostics = defense.purify(model, self.splits, self.context(work))
+            save_weights(model, out / WEIGHTS)
+            return {"defense": diagnostics}
+
+        key = stage_key("purify", suspect=suspect.key, defense=dataclasses.asdict(defense.config),
+                        seed=self.exp.seed, **self.training)
+        return self.cache.get_or_build("purify", key, build, f"purify: defense={defense.config.name}")
+
+    def evaluate(self, model_artifact: Artifact, role: str) -> dict[str, float]:
+        exp = self.exp
+
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            metrics, predictions = evaluate_model(
+                self.load(model_artifact), self.tokenizer, self.splits.test, exp.attack, seed=exp.seed,
+                max_length=exp.model.max_length, batch_size=exp.trainer.eval_batch_size, device=exp.device,
+                precision=exp.trainer.precision,
+            )
+            (out / "predictions.json").write_text(json.dumps(predictions))
+            return {"metrics": metrics}
+
+        key = stage_key("evaluate", model=model_artifact.key, attack=dataclasses.asdict(exp.attack.config),
+                        test=self.splits.test.fingerprint(), seed=exp.seed, max_length=exp.model.max_length)
+        return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model").meta()["metrics"]
+
+
+def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
+    """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
+    splits = load_splits(exp.dataset, exp.data_dir)
+    exp.attack.check_labels(splits.num_labels)
+    stages = Stages(exp, splits)
+
+    clean = stages.train_clean()
+    models = {"clean": clean}
+    if exp.attack.kind != "none":
+        models["backdoored"] = stages.poison(clean)
+    if exp.defense.kind != "none":
+        models["purified"] = stages.purify(models.get("backdoored", clean))
+
+    report: dict[str, Any] = {role: stages.evaluate(artifact, role) for role, artifact in models.items()}
+    if "purified" in report:
+        before = report.get("backdoored", report["clean"])
+        report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
+    report["stages"] = {role: {"stage": a.stage, "key": a.key, "reused": a.reused} for role, a in models.items()}
+    report["diagnostics"] = {role: {k: v for k, v in a.meta().items() if k in ("attack", "defense", "poisoned_samples")}
+                             for role, a in models.items() if role != "clean"}
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    console.print(results_table(report, exp))
+    tracker.log(flatten({k: report[k] for k in ("clean", "backdoored", "purified", "delta", "diagnostics") if k in report}))
+    return report
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, int | float | str | bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def results_table(report: dict[str, Any], exp: Experiment) -> Table:
+    title = f"attack={exp.attack.config.name} defense={exp.defense.config.name} dataset={exp.dataset.name}"
+    table = Table(title=title)
+    for column in ("model", "CACC", "ASR", "stage"):
+        table.add_column(column, justify="left" if column in ("model", "stage") else "right")
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{100 * value:.2f}%"
+
+    for role in ("clean", "backdoored", "purified"):
+        if role in report:
+            origin = report["stages"][role]
+            status = f"{origin['stage']} {'reused' if origin['reused'] else 'built'}"
+            table.add_row(role, pct(report[role]["cacc"]), pct(report[role].get("asr")), status)
+    if "delta" in report:
+        delta = report["delta"]
+        table.add_row("Δ purified", *(f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr")), "")
+    return table
+
+
+def config_tags(cfg: DictConfig) -> list[str]:
+    return [f"attack={cfg.attack.name}", f"defense={cfg.defense.name}", f"dataset={cfg.dataset.name}",
+            f"model={cfg.model.name}"]

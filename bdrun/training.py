@@ -1,0 +1,155 @@
+"""The training loop, written once and shared by every stage that trains (clean, poisoning, defenses).
+
+Read it top to bottom: tokenise, build optimizer and schedule, then for each epoch a seeded shuffle and one
+optimizer step per batch. Every ``checkpoint_every`` steps (and at the end of each epoch) the model, the
+optimizer, the schedule and the RNG state are written to ``checkpoint_dir``; a later call with the same
+arguments resumes from the newest complete checkpoint and produces the same weights as an uninterrupted run,
+because the data order is a function of (seed, epoch) and the dropout RNG state is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from bdrun.batching import collate, encode
+from bdrun.data import TextDataset
+from bdrun.errors import check
+from bdrun.models import load_weights, save_weights
+from bdrun.optimizers import Optimizer
+from bdrun.progress import progress_bar
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_grad_norm: float | None = 1.0  # null turns gradient clipping off
+    precision: str = "fp32"  # bf16: bfloat16 autocast (meant for CUDA)
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"trainer.epochs={self.epochs} must be at least 1")
+        check(self.batch_size >= 1, f"trainer.batch_size={self.batch_size} must be at least 1")
+        check(self.eval_batch_size >= 1, f"trainer.eval_batch_size={self.eval_batch_size} must be at least 1")
+        check(self.precision in PRECISIONS,
+              f"trainer.precision={self.precision} is not supported; use one of {', '.join(PRECISIONS)}")
+        check(self.checkpoint_every >= 1, f"trainer.checkpoint_every={self.checkpoint_every} must be >= 1")
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(size, generator=generator).tolist()
+
+
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> None:
+    """Write ``step-N`` atomically (temporary folder, then rename) and drop older checkpoints."""
+    final = folder / f"step-{step:08d}"
+    partial = folder / f".step-{step:08d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_weights(model, partial / "model.safetensors")
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    torch.save(state, partial / "state.pt")
+    partial.rename(final)
+    for old in folder.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+    """Restore the newest complete checkpoint; returns the step to continue from (0 if none)."""
+    found = sorted(folder.glob("step-*")) if folder.is_dir() else []
+    if not found:
+        return 0
+    latest = found[-1]
+    load_weights(model, latest / "model.safetensors")
+    # Our own file, read with the restricted (tensors and plain containers only) unpickler.
+    state = torch.load(latest / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["cpu_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    data: TextDataset,
+    optimizer_spec: Optimizer,
+    config: TrainerConfig,
+    *,
+    max_length: int,
+    device: torch.device,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Fine-tune ``model`` on ``data`` in place and return training statistics."""
+    encoded = encode(tokenizer, data.texts, max_length)
+    labels = torch.tensor(data.labels, dtype=torch.long)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+
+    model.to(device)
+    optimizer, scheduler = optimizer_spec.build(model, total_steps)
+    torch.manual_seed(seed)
+    step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else 0
+    model.train()
+
+    losses: list[float] = []
+    seen, started = 0, time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(desc, total=total_steps, completed=step, info="")
+        for epoch in range(step // steps_per_epoch, config.epochs):
+            order = epoch_order(len(data), seed, epoch)
+            for batch_no in range(step % steps_per_epoch, steps_per_epoch):
+                rows = order[batch_no * config.batch_size : (batch_no + 1) * config.batch_size]
+                batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)
+                with autocast(device, config.precision):
+                    loss = model(**batch, labels=labels[rows].to(device)).loss
+                loss.backward()
+                if config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+                step += 1
+                seen += len(rows)
+                losses.append(loss.item())
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}")
+                if checkpoint_dir and (step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1):
+                    _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler)
+    elapsed = time.perf_counter() - started
+    model.eval()
+    tail = losses[-steps_per_epoch:] or [float("nan")]
+    return {
+        "steps": float(total_steps),
+        "final_loss": sum(tail) / len(tail),
+        "samples_per_second": seen / elapsed if elapsed > 0 else 0.0,
+    }
