@@ -105,6 +105,25 @@ class Stages:
         return StageContext(self.tokenizer, exp.model, exp.trainer, exp.optimizer, exp.device, exp.seed,
                             work_dir, self.pretrained)
 
+    # -- keys: exactly the config that determines each stage's output ------------------------------------------
+    def train_key(self) -> str:
+        return stage_key("train", **self.base, **self.training)
+
+    def poison_key(self, clean_key: str) -> str:
+        attack = dataclasses.asdict(self.exp.attack.config)
+        if self.exp.attack.kind == "model":  # edits the cached clean model
+            return stage_key("poison", victim=clean_key, attack=attack)
+        return stage_key("poison", **self.base, **self.training, attack=attack)
+
+    def purify_key(self, suspect_key: str) -> str:
+        defense = dataclasses.asdict(self.exp.defense.config)
+        return stage_key("purify", suspect=suspect_key, defense=defense, seed=self.exp.seed, **self.training)
+
+    def evaluate_key(self, model_key: str) -> str:
+        return stage_key("evaluate", model=model_key, attack=dataclasses.asdict(self.exp.attack.config),
+                         test=self.splits.test.fingerprint(), seed=self.exp.seed,
+                         max_length=self.exp.model.max_length)
+
     # -- stages -----------------------------------------------------------------------------------------------
     def train_clean(self) -> Artifact:
         def build(out: Path, work: Path) -> dict[str, Any]:
@@ -113,12 +132,10 @@ class Stages:
             save_weights(model, out / WEIGHTS)
             return {"train": stats}
 
-        key = stage_key("train", **self.base, **self.training)
-        return self.cache.get_or_build("train", key, build, "train: clean fine-tuning")
+        return self.cache.get_or_build("train", self.train_key(), build, "train: clean fine-tuning")
 
     def poison(self, clean: Artifact) -> Artifact:
         attack = self.exp.attack
-        attack_cfg = dataclasses.asdict(attack.config)
         if attack.kind == "none":
             return clean
         if attack.kind == "data":
@@ -129,7 +146,6 @@ class Stages:
                 save_weights(model, out / WEIGHTS)
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
-            key = stage_key("poison", **self.base, **self.training, attack=attack_cfg)
         else:
             def build(out: Path, work: Path) -> dict[str, Any]:
                 model = self.load(clean)
@@ -137,8 +153,8 @@ class Stages:
                 save_weights(model, out / WEIGHTS)
                 return {"attack": diagnostics}
 
-            key = stage_key("poison", victim=clean.key, attack=attack_cfg)
-        return self.cache.get_or_build("poison", key, build, f"poison: attack={attack.config.name}")
+        label = f"poison: attack={attack.config.name}"
+        return self.cache.get_or_build("poison", self.poison_key(clean.key), build, label)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
@@ -151,9 +167,8 @@ class Stages:
             save_weights(model, out / WEIGHTS)
             return {"defense": diagnostics}
 
-        key = stage_key("purify", suspect=suspect.key, defense=dataclasses.asdict(defense.config),
-                        seed=self.exp.seed, **self.training)
-        return self.cache.get_or_build("purify", key, build, f"purify: defense={defense.config.name}")
+        label = f"purify: defense={defense.config.name}"
+        return self.cache.get_or_build("purify", self.purify_key(suspect.key), build, label)
 
     def evaluate(self, model_artifact: Artifact, role: str) -> dict[str, float]:
         exp = self.exp
@@ -167,8 +182,7 @@ class Stages:
             (out / "predictions.json").write_text(json.dumps(predictions))
             return {"metrics": metrics}
 
-        key = stage_key("evaluate", model=model_artifact.key, attack=dataclasses.asdict(exp.attack.config),
-                        test=self.splits.test.fingerprint(), seed=exp.seed, max_length=exp.model.max_length)
+        key = self.evaluate_key(model_artifact.key)
         return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model").meta()["metrics"]
 
 

@@ -1,0 +1,109 @@
+"""The real ``bdrun`` command: one-line errors, --help, sweeps that reuse stages, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bdrun: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unknown_group_choice(tmp_path: Path) -> None:
+    result = run_cli(["attack=nonexistent"], tmp_path)
+    assert_one_clear_line(result, "unknown attack 'nonexistent'", "badnets")
+
+
+def test_unknown_choice_inside_a_sweep(tmp_path: Path) -> None:
+    result = run_cli(["-m", "defense=none,fine_tunin"], tmp_path)
+    assert_one_clear_line(result, "unknown defense 'fine_tunin'")
+
+
+def test_out_of_range_knob(tmp_path: Path) -> None:
+    result = run_cli(["attack.poison_rate=1.5", "logger=none"], tmp_path)
+    assert_one_clear_line(result, "attack.poison_rate=1.5", "(0, 1]")
+
+
+def test_missing_data_directory(tmp_path: Path) -> None:
+    result = run_cli(["dataset=sst2_glue", f"paths.data_dir={tmp_path}/missing", "logger=none"], tmp_path)
+    assert_one_clear_line(result, "does not exist", "paths.data_dir")
+
+
+def test_bad_label_in_a_data_file(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "sst2_glue"
+    folder.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (folder / f"{split}.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t2\n")
+    result = run_cli(["dataset=sst2_glue", f"paths.data_dir={tmp_path}/data", "logger=none"], tmp_path)
+    assert_one_clear_line(result, "train.tsv line 3", "label 2 is outside 0..1")
+
+
+def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0
+    for line in ("attack: addsent, badnets, none", "defense: fine_tuning, none", "optimizer: adamw, sgd",
+                 "model: bert_base, minilm, roberta_base", "logger: none, wandb"):
+        assert line in result.stdout
+
+
+def test_defense_sweep_poisons_once(tmp_path: Path) -> None:
+    result = run_cli(["-m", *TINY, "defense=none,fine_tuning"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    assert log.count("running poison: attack=badnets") == 1
+    assert log.count("reused poison: attack=badnets") == 1
+    assert log.count("running train: clean fine-tuning") == 1
+    reports = sorted((tmp_path / "outputs" / "multirun").rglob("metrics.json"))
+    assert len(reports) == 2
+    first, second = (json.loads(p.read_text()) for p in reports)
+    assert first["backdoored"] == second["backdoored"] and "purified" in second
+
+
+def test_sigkill_during_training_then_rerun_completes_with_the_same_metrics(tmp_path: Path) -> None:
+    # Small checkpoints every 2 steps over ~48 steps: the kill lands mid-training, after a checkpoint.
+    args = [*TINY, "dataset.max_samples.train=384", "trainer.batch_size=8", "trainer.checkpoint_every=2",
+            "attack=none"]
+    reference = run_cli([*args, "paths.cache_dir=ref-cache"], tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, "paths.cache_dir=cache"]
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((tmp_path / "cache" / "train").glob(".*.work/*/step-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not list((tmp_path / "cache" / "train").glob("*/meta.json")), "killed before the stage completed"
+
+    resumed = run_cli([*args, "paths.cache_dir=cache"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming train" in resumed.stdout + resumed.stderr
+    metrics = sorted((tmp_path / "outputs" / "runs").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
+    assert json.loads(metrics[0].read_text())["clean"] == json.loads(metrics[-1].read_text())["clean"]
+
+
+@pytest.mark.parametrize("mode", ["offline"])
+def test_wandb_offline_run_is_written_and_finished(tmp_path: Path, mode: str) -> None:
+    args = [a for a in TINY if a != "logger=none"] + ["attack=none", "logger=wandb"]
+    result = run_cli(args, tmp_path, env={"WANDB_MODE": mode})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((tmp_path / "outputs" / "runs").rglob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
