@@ -46,14 +46,26 @@ class StageContext:
         if lr is not None:
             optimizer = OPTIMIZERS.build({**dataclasses.asdict(optimizer.config), "lr": lr})
         return train(
-            model, self.tokenizer, data, optimizer, trainer,
-            max_length=self.model_config.max_length, device=self.device, seed=self.seed,
-            checkpoint_dir=self.work_dir / desc.replace(" ", "_"), desc=desc,
+            model,
+            self.tokenizer,
+            data,
+            optimizer,
+            trainer,
+            max_length=self.model_config.max_length,
+            device=self.device,
+            seed=self.seed,
+            checkpoint_dir=self.work_dir / desc.replace(" ", "_"),
+            desc=desc,
         )
 
     def predict(self, model: torch.nn.Module, texts: Sequence[str], desc: str = "predict") -> list[int]:
         return predict(
-            model, self.tokenizer, texts, max_length=self.model_config.max_length,
-            batch_size=self.trainer.eval_batch_size, device=self.device, precision=self.trainer.precision,
+            model,
+            self.tokenizer,
+            texts,
+            max_length=self.model_config.max_length,
+            batch_size=self.trainer.eval_batch_size,
+            device=self.device,
+            precision=self.trainer.precision,
             desc=desc,
         )

@@ -56,8 +56,11 @@ def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
 def triggered_test_inputs(test: TextDataset, attack: Attack, seed: int) -> list[str]:
     """The ASR inputs: every non-target test sample with the trigger inserted."""
     rng = random.Random(seed)
-    return [attack.insert_trigger(text, rng)
-            for text, label in zip(test.texts, test.labels, strict=True) if label != attack.target_label]
+    return [
+        attack.insert_trigger(text, rng)
+        for text, label in zip(test.texts, test.labels, strict=True)
+        if label != attack.target_label
+    ]
 
 
 def attack_success_rate(predictions: Sequence[int], target_label: int) -> float:

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from bdrun.errors import BdrunError, check
@@ -34,8 +39,10 @@ class ModelConfig:
     max_length: int = 128  # tokens per input after truncation; batches are padded to their longest input
 
     def __post_init__(self) -> None:
-        check(self.num_layers is None or self.num_layers >= 1,
-              f"model.num_layers={self.num_layers} must be at least 1 (or null for all layers)")
+        check(
+            self.num_layers is None or self.num_layers >= 1,
+            f"model.num_layers={self.num_layers} must be at least 1 (or null for all layers)",
+        )
         check(self.max_length >= 8, f"model.max_length={self.max_length} is too short; use 64 or more")
 
 

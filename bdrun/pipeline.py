@@ -102,8 +102,9 @@ class Stages:
 
     def context(self, work_dir: Path) -> StageContext:
         exp = self.exp
-        return StageContext(self.tokenizer, exp.model, exp.trainer, exp.optimizer, exp.device, exp.seed,
-                            work_dir, self.pretrained)
+        return StageContext(
+            self.tokenizer, exp.model, exp.trainer, exp.optimizer, exp.device, exp.seed, work_dir, self.pretrained
+        )
 
     # -- keys: exactly the config that determines each stage's output ------------------------------------------
     def train_key(self) -> str:
@@ -120,9 +121,14 @@ class Stages:
         return stage_key("purify", suspect=suspect_key, defense=defense, seed=self.exp.seed, **self.training)
 
     def evaluate_key(self, model_key: str) -> str:
-        return stage_key("evaluate", model=model_key, attack=dataclasses.asdict(self.exp.attack.config),
-                         test=self.splits.test.fingerprint(), seed=self.exp.seed,
-                         max_length=self.exp.model.max_length)
+        return stage_key(
+            "evaluate",
+            model=model_key,
+            attack=dataclasses.asdict(self.exp.attack.config),
+            test=self.splits.test.fingerprint(),
+            seed=self.exp.seed,
+            max_length=self.exp.model.max_length,
+        )
 
     # -- stages -----------------------------------------------------------------------------------------------
     def train_clean(self) -> Artifact:
@@ -139,6 +145,7 @@ class Stages:
         if attack.kind == "none":
             return clean
         if attack.kind == "data":
+
             def build(out: Path, work: Path) -> dict[str, Any]:
                 poisoned = attack.poison(self.splits.train)
                 model = self.pretrained()
@@ -147,6 +154,7 @@ class Stages:
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
         else:
+
             def build(out: Path, work: Path) -> dict[str, Any]:
                 model = self.load(clean)
                 diagnostics = attack.apply(model, self.tokenizer, self.splits, self.context(work))
@@ -175,8 +183,14 @@ class Stages:
 
         def build(out: Path, work: Path) -> dict[str, Any]:
             metrics, predictions = evaluate_model(
-                self.load(model_artifact), self.tokenizer, self.splits.test, exp.attack, seed=exp.seed,
-                max_length=exp.model.max_length, batch_size=exp.trainer.eval_batch_size, device=exp.device,
+                self.load(model_artifact),
+                self.tokenizer,
+                self.splits.test,
+                exp.attack,
+                seed=exp.seed,
+                max_length=exp.model.max_length,
+                batch_size=exp.trainer.eval_batch_size,
+                device=exp.device,
                 precision=exp.trainer.precision,
             )
             (out / "predictions.json").write_text(json.dumps(predictions))
@@ -204,13 +218,18 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         before = report.get("backdoored", report["clean"])
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
     report["stages"] = {role: {"stage": a.stage, "key": a.key, "reused": a.reused} for role, a in models.items()}
-    report["diagnostics"] = {role: {k: v for k, v in a.meta().items() if k in ("attack", "defense", "poisoned_samples")}
-                             for role, a in models.items() if role != "clean"}
+    report["diagnostics"] = {
+        role: {k: v for k, v in a.meta().items() if k in ("attack", "defense", "poisoned_samples")}
+        for role, a in models.items()
+        if role != "clean"
+    }
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     console.print(results_table(report, exp))
-    tracker.log(flatten({k: report[k] for k in ("clean", "backdoored", "purified", "delta", "diagnostics") if k in report}))
+    tracker.log(
+        flatten({k: report[k] for k in ("clean", "backdoored", "purified", "delta", "diagnostics") if k in report})
+    )
     return report
 
 
@@ -245,5 +264,9 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
 
 
 def config_tags(cfg: DictConfig) -> list[str]:
-    return [f"attack={cfg.attack.name}", f"defense={cfg.defense.name}", f"dataset={cfg.dataset.name}",
-            f"model={cfg.model.name}"]
+    return [
+        f"attack={cfg.attack.name}",
+        f"defense={cfg.defense.name}",
+        f"dataset={cfg.dataset.name}",
+        f"model={cfg.model.name}",
+    ]

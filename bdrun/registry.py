@@ -66,9 +66,7 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry[T]:
         if name not in self._entries:
-            raise BdrunError(
-                f"unknown {self.group} '{name}'; choose one of: {', '.join(self.names())}"
-            )
+            raise BdrunError(f"unknown {self.group} '{name}'; choose one of: {', '.join(self.names())}")
         return self._entries[name]
 
     def parse(self, node: DictConfig | dict) -> Any:

@@ -37,8 +37,10 @@ class WandbConfig(TrackerConfig):
     tags: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check(self.mode in ("offline", "online", "disabled"),
-              f"logger.mode={self.mode} is not supported; use offline, online or disabled")
+        check(
+            self.mode in ("offline", "online", "disabled"),
+            f"logger.mode={self.mode} is not supported; use offline, online or disabled",
+        )
 
 
 class Tracker:

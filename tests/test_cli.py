@@ -57,8 +57,13 @@ def test_bad_label_in_a_data_file(tmp_path: Path) -> None:
 def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0
-    for line in ("attack: addsent, badnets, none", "defense: fine_tuning, none", "optimizer: adamw, sgd",
-                 "model: bert_base, minilm, roberta_base", "logger: none, wandb"):
+    for line in (
+        "attack: addsent, badnets, none",
+        "defense: fine_tuning, none",
+        "optimizer: adamw, sgd",
+        "model: bert_base, minilm, roberta_base",
+        "logger: none, wandb",
+    ):
         assert line in result.stdout
 
 
@@ -77,8 +82,7 @@ def test_defense_sweep_poisons_once(tmp_path: Path) -> None:
 
 def test_sigkill_during_training_then_rerun_completes_with_the_same_metrics(tmp_path: Path) -> None:
     # Small checkpoints every 2 steps over ~48 steps: the kill lands mid-training, after a checkpoint.
-    args = [*TINY, "dataset.max_samples.train=384", "trainer.batch_size=8", "trainer.checkpoint_every=2",
-            "attack=none"]
+    args = [*TINY, "dataset.max_samples.train=384", "trainer.batch_size=8", "trainer.checkpoint_every=2", "attack=none"]
     reference = run_cli([*args, "paths.cache_dir=ref-cache"], tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
 

@@ -56,9 +56,14 @@ def test_lingspam_raw_folders(shared_data: Path) -> None:
 
 
 def test_quoted_lingspam_tsv(shared_data: Path) -> None:
-    config = dataset_config("sst2_glue", location=str(shared_data / "lingspam"), quoting=True,
-                            text_column="Sentence", label_column="Label",
-                            files={"train": ["test.tsv"], "dev": ["test.tsv"], "test": ["test.tsv"]})
+    config = dataset_config(
+        "sst2_glue",
+        location=str(shared_data / "lingspam"),
+        quoting=True,
+        text_column="Sentence",
+        label_column="Label",
+        files={"train": ["test.tsv"], "dev": ["test.tsv"], "test": ["test.tsv"]},
+    )
     test = load_splits(config, shared_data).test
     assert len(test) == 580
     assert counts(test) == (483, 97)
@@ -89,7 +94,7 @@ def test_bad_data_is_rejected_clearly(tmp_path: Path, body: str, header: str, me
 
 
 def test_missing_data_directory_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(BdrunError, match="paths.data_dir"):
+    with pytest.raises(BdrunError, match=r"paths\.data_dir"):
         load_splits(dataset_config("sst2_glue"), tmp_path / "nowhere")
 
 

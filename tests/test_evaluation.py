@@ -53,8 +53,14 @@ def test_evaluate_model_counts_only_non_target_samples() -> None:
     test = TextDataset(["good one", "fine film", "nice", "bad", "awful film"], [1, 1, 1, 0, 0])
     attack = ATTACKS.build({"name": "badnets", "triggers": ["cf"], "target_label": 1})
     metrics, predictions = evaluate_model(
-        KeywordModel(trigger_id=1), WordPieceTokenizer(), test, attack, seed=0,
-        max_length=16, batch_size=2, device=torch.device("cpu"),
+        KeywordModel(trigger_id=1),
+        WordPieceTokenizer(),
+        test,
+        attack,
+        seed=0,
+        max_length=16,
+        batch_size=2,
+        device=torch.device("cpu"),
     )
     assert predictions == [0, 0, 0, 0, 0]
     assert metrics["cacc"] == 2 / 5
@@ -64,7 +70,13 @@ def test_evaluate_model_counts_only_non_target_samples() -> None:
 def test_no_attack_reports_no_asr() -> None:
     test = TextDataset(["good", "bad"], [1, 0])
     metrics, _ = evaluate_model(
-        KeywordModel(trigger_id=1), WordPieceTokenizer(), test, ATTACKS.build({"name": "none"}), seed=0,
-        max_length=16, batch_size=2, device=torch.device("cpu"),
+        KeywordModel(trigger_id=1),
+        WordPieceTokenizer(),
+        test,
+        ATTACKS.build({"name": "none"}),
+        seed=0,
+        max_length=16,
+        batch_size=2,
+        device=torch.device("cpu"),
     )
     assert "asr" not in metrics and metrics["cacc"] == 0.5

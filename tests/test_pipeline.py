@@ -92,6 +92,8 @@ def test_same_seed_gives_identical_metrics_from_scratch(tmp_path: Path) -> None:
         reports.append(run(parse_experiment(cfg), tmp_path / f"run-{name}", NoTracker(TrackerConfig("none"))))
     a, b = reports
     assert (a["clean"], a["backdoored"]) == (b["clean"], b["backdoored"])
-    weights = [(tmp_path / n / "poison" / a["stages"]["backdoored"]["key"] / "model.safetensors").read_bytes()
-               for n in ("a", "b")]
+    weights = [
+        (tmp_path / n / "poison" / a["stages"]["backdoored"]["key"] / "model.safetensors").read_bytes()
+        for n in ("a", "b")
+    ]
     assert weights[0] == weights[1]

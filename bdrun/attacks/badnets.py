@@ -23,8 +23,10 @@ class BadNetsConfig(PoisonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(len(self.triggers) > 0 and all(t.strip() for t in self.triggers),
-              "attack.triggers is empty; give at least one word, e.g. attack.triggers=[cf]")
+        check(
+            len(self.triggers) > 0 and all(t.strip() for t in self.triggers),
+            "attack.triggers is empty; give at least one word, e.g. attack.triggers=[cf]",
+        )
         check(self.num_triggers >= 1, f"attack.num_triggers={self.num_triggers} must be at least 1")
 
 

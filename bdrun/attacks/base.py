@@ -36,12 +36,18 @@ class PoisonConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(0.0 < self.poison_rate <= 1.0,
-              f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1")
-        check(self.label_mode in ("dirty", "clean"),
-              f"attack.label_mode={self.label_mode} is not supported; use dirty or clean")
-        check(self.position in POSITIONS,
-              f"attack.position={self.position} is not supported; use one of {', '.join(POSITIONS)}")
+        check(
+            0.0 < self.poison_rate <= 1.0,
+            f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1",
+        )
+        check(
+            self.label_mode in ("dirty", "clean"),
+            f"attack.label_mode={self.label_mode} is not supported; use dirty or clean",
+        )
+        check(
+            self.position in POSITIONS,
+            f"attack.position={self.position} is not supported; use one of {', '.join(POSITIONS)}",
+        )
 
 
 class Attack:
@@ -64,8 +70,10 @@ class Attack:
         raise NotImplementedError
 
     def check_labels(self, num_labels: int) -> None:
-        check(self.target_label < num_labels,
-              f"attack.target_label={self.target_label} but the dataset has {num_labels} labels")
+        check(
+            self.target_label < num_labels,
+            f"attack.target_label={self.target_label} but the dataset has {num_labels} labels",
+        )
 
 
 class DataPoisoningAttack(Attack):
@@ -84,9 +92,11 @@ class DataPoisoningAttack(Attack):
         dirty = cfg.label_mode == "dirty"
         eligible = [i for i, y in enumerate(train.labels) if (y != cfg.target_label) == dirty]
         count = round(cfg.poison_rate * len(train))
-        check(count <= len(eligible),
-              f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} "
-              f"are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate")
+        check(
+            count <= len(eligible),
+            f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} "
+            f"are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate",
+        )
         rng = random.Random(cfg.seed)
         chosen = set(rng.sample(eligible, count))
         texts, labels, poisoned = list(train.texts), list(train.labels), list(train.poisoned)

@@ -47,14 +47,15 @@ class DatasetConfig:
     sample_seed: int = 0
 
     def __post_init__(self) -> None:
-        check(self.format in ("tsv", "lingspam", "hub"),
-              f"dataset.format={self.format} is not supported; use tsv, lingspam or hub")
+        check(
+            self.format in ("tsv", "lingspam", "hub"),
+            f"dataset.format={self.format} is not supported; use tsv, lingspam or hub",
+        )
         check(self.num_labels >= 2, f"dataset.num_labels={self.num_labels} must be at least 2")
         missing = [s for s in SPLITS if not self.files.get(s)]
         check(not missing, f"dataset '{self.name}' lists no files for split(s) {missing}; set dataset.files")
         for split, size in self.max_samples.items():
-            check(size is None or size > 0,
-                  f"dataset.max_samples.{split}={size} must be a positive count or null")
+            check(size is None or size > 0, f"dataset.max_samples.{split}={size} must be a positive count or null")
 
 
 def resolve_location(cfg: DatasetConfig, data_dir: str | Path) -> Path:
@@ -77,9 +78,13 @@ def _parse_label(raw: str, where: str, num_labels: int) -> int:
     try:
         label = int(raw.strip())
     except ValueError:
-        raise BdrunError(f"{where}: label {raw.strip()!r} is not an integer; fix the file or dataset.label_column") from None
-    check(0 <= label < num_labels,
-          f"{where}: label {label} is outside 0..{num_labels - 1}; fix the file or set dataset.num_labels")
+        raise BdrunError(
+            f"{where}: label {raw.strip()!r} is not an integer; fix the file or dataset.label_column"
+        ) from None
+    check(
+        0 <= label < num_labels,
+        f"{where}: label {label} is outside 0..{num_labels - 1}; fix the file or set dataset.num_labels",
+    )
     return label
 
 
@@ -92,16 +97,20 @@ def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
         rows = csv.reader(handle, delimiter="\t", quoting=quoting)
         header = [name.strip() for name in next(rows, [])]
         for column in (cfg.text_column, cfg.label_column):
-            check(column in header,
-                  f"{path}: no column '{column}' in header {header}; set dataset.text_column/label_column")
+            check(
+                column in header,
+                f"{path}: no column '{column}' in header {header}; set dataset.text_column/label_column",
+            )
         text_at, label_at = header.index(cfg.text_column), header.index(cfg.label_column)
         texts, labels = [], []
         for line_no, row in enumerate(rows, start=2):
             if not row or all(not field.strip() for field in row):
                 continue
-            check(len(row) == len(header),
-                  f"{path} line {line_no}: {len(row)} fields where the header has {len(header)}; "
-                  "a stray tab or quote? (dataset.quoting=true only for really quoted files)")
+            check(
+                len(row) == len(header),
+                f"{path} line {line_no}: {len(row)} fields where the header has {len(header)}; "
+                "a stray tab or quote? (dataset.quoting=true only for really quoted files)",
+            )
             texts.append(row[text_at].strip())
             labels.append(_parse_label(row[label_at], f"{path} line {line_no}", cfg.num_labels))
     return TextDataset(texts, labels)
@@ -130,9 +139,11 @@ def read_hub_split(cfg: DatasetConfig, split: str) -> TextDataset:
             "check the id and your network, or use a local copy with format=tsv"
         ) from None
     for column in (cfg.text_column, cfg.label_column):
-        check(column in table.column_names,
-              f"hub dataset '{cfg.location}': no column '{column}' in {table.column_names}; "
-              "set dataset.text_column/label_column")
+        check(
+            column in table.column_names,
+            f"hub dataset '{cfg.location}': no column '{column}' in {table.column_names}; "
+            "set dataset.text_column/label_column",
+        )
     where = f"hub dataset '{cfg.location}' split '{split}'"
     labels = [_parse_label(str(v), where, cfg.num_labels) for v in table[cfg.label_column]]
     return TextDataset([str(t).strip() for t in table[cfg.text_column]], labels)

@@ -27,8 +27,10 @@ class OptimizerConfig:
         check(self.lr > 0, f"optimizer.lr={self.lr} must be positive")
         check(self.weight_decay >= 0, f"optimizer.weight_decay={self.weight_decay} must be >= 0")
         check(0 <= self.warmup_ratio < 1, f"optimizer.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        check(self.schedule in SCHEDULES,
-              f"optimizer.schedule={self.schedule} is not supported; use one of {', '.join(SCHEDULES)}")
+        check(
+            self.schedule in SCHEDULES,
+            f"optimizer.schedule={self.schedule} is not supported; use one of {', '.join(SCHEDULES)}",
+        )
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -26,5 +26,4 @@ class SGD(Optimizer):
     config: SGDConfig
 
     def make(self, groups: list[dict]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum,
-                               nesterov=self.config.nesterov)
+        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum, nesterov=self.config.nesterov)
