@@ -145,7 +145,9 @@ def train(
                 seen += len(rows)
                 losses.append(loss.item())
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}")
-                if checkpoint_dir and (step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1):
+                # The last step needs no checkpoint: the stage saves the finished model itself.
+                boundary = step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1
+                if checkpoint_dir and boundary and step < total_steps:
                     _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler)
     elapsed = time.perf_counter() - started
     model.eval()
