@@ -9,19 +9,10 @@ import pytest
 import torch
 
 from bdrun.attacks import ATTACKS
-from bdrun.data import load_splits
 from bdrun.errors import BdrunError
-from bdrun.pipeline import Stages, parse_experiment
-from tests.conftest import TINY, compose_config, run_cli
-
-
-@pytest.fixture(scope="module")
-def victim(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny clean model trained once for the module, with the stages object that built it."""
-    cache = tmp_path_factory.mktemp("cache")
-    exp = parse_experiment(compose_config(["attack=ep"], cache_dir=cache))
-    stages = Stages(exp, load_splits(exp.dataset, exp.data_dir))
-    return stages, stages.load(stages.train_clean())
+from bdrun.pipeline import Stages
+from tests.attacks.conftest import SMALL
+from tests.conftest import TINY, run_cli
 
 
 def apply_ep(stages: Stages, model: torch.nn.Module, work: Path, **knobs) -> tuple[torch.nn.Module, dict]:
@@ -92,7 +83,7 @@ def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> Non
 
 
 def test_sweep_over_triggers_trains_the_clean_model_once(tmp_path: Path) -> None:
-    result = run_cli(["-m", *TINY, "attack=ep", "attack.trigger=cf,mn,bb"], tmp_path)
+    result = run_cli(["-m", *TINY, SMALL, "attack=ep", "attack.trigger=cf,mn,bb"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stdout + result.stderr
     assert log.count("running train: clean fine-tuning") == 1
