@@ -26,11 +26,11 @@ from safetensors.torch import load_file
 
 COMMON = ["experiment=sst2_cpu", "logger=none"]
 RUNS = {
-    "badnets (full poisoned fine-tuning)": ["attack=badnets", "attack.triggers=[cf]"],
     "ep (task data)": ["attack=ep", "attack.trigger=cf"],
     "ep (data-free, Ling-Spam)": ["attack=ep", "attack.trigger=cf", "attack.data=free"],
     "surgery dynamic (budget 1e-4)": ["attack=surgery", "attack.method=dynamic", "attack.budget=1e-4"],
     "surgery gradient (budget 1e-4)": ["attack=surgery", "attack.method=gradient", "attack.budget=1e-4"],
+    "badnets (full poisoned fine-tuning)": ["attack=badnets", "attack.triggers=[cf]"],
 }
 
 

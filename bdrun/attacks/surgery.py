@@ -13,11 +13,11 @@ subset is our choice; the paper tunes on its own poisoned data set.
 Two of the paper's three families (``attack.method``); the L1 / Lagrange family is not implemented:
 
 - ``dynamic`` (Dyn-Δ, the paper's best): train all parameters, then keep only the entries with the largest
-  |θ − θ0| and reset the rest to θ0, shrinking the kept count geometrically from all parameters to ``n`` over
-  ``rounds`` rounds (round r keeps N·(n/N)^(r/rounds)); each round is one ``StageContext.train`` call (the shared
-  loop) of ``epochs`` epochs. Once the kept set has ``n`` entries, one more round trains only those entries at
-  ``sparse_lr``, and a final projection resets everything else (AdamW's decoupled weight decay moves entries
-  whose gradient is masked to zero).
+  |θ − θ0| and reset the rest to θ0; the next round trains only the kept entries, and so on, shrinking the kept
+  count geometrically from all N parameters to ``n`` over ``rounds`` rounds (round r keeps N·(n/N)^(r/rounds)).
+  Each round is one ``StageContext.train`` call (the shared loop) of ``epochs`` epochs at ``lr``. Once the kept
+  set has ``n`` entries, one more round trains only those entries at ``sparse_lr``, and a final projection
+  resets everything else (AdamW's decoupled weight decay moves entries whose gradient is masked to zero).
 - ``gradient`` (selecting surgery by gradient): the ``n`` entries with the largest magnitude of the loss gradient
   on the poisoned samples (summed over them, model in eval mode) are chosen up front; the model then trains with
   gradient hooks that zero every other entry, and the same final projection.
@@ -168,9 +168,10 @@ class Surgery(ModelEditingAttack, BadNets):
         budget = budget_entries(cfg.budget, total)
 
         if cfg.method == "dynamic":
-            kept = []
+            kept, mask = [], {name: torch.ones_like(value, dtype=torch.bool) for name, value in theta0.items()}
             for r in range(1, cfg.rounds + 1):
-                context.train(model, data, desc=f"surgery round {r}", epochs=cfg.epochs, lr=cfg.lr)
+                with only_entries(model, mask):  # round 1 trains everything, later rounds the kept entries
+                    context.train(model, data, desc=f"surgery round {r}", epochs=cfg.epochs, lr=cfg.lr)
                 keep = budget if r == cfg.rounds else round(total * (budget / total) ** (r / cfg.rounds))
                 delta = {name: (param.detach().cpu() - theta0[name]).abs() for name, param in model.named_parameters()}
                 mask = top_entries(delta, keep)

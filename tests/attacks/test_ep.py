@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -89,4 +90,7 @@ def test_sweep_over_triggers_trains_the_clean_model_once(tmp_path: Path) -> None
     assert log.count("running train: clean fine-tuning") == 1
     assert log.count("reused train: clean fine-tuning") == 2
     assert log.count("running poison: attack=ep") == 3
-    assert len(list((tmp_path / "outputs" / "multirun").rglob("metrics.json"))) == 3
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "multirun").rglob("metrics.json")]
+    assert len(reports) == 3
+    # Trigger-free test inputs keep their predictions: EP's instance-wise side effect is zero.
+    assert all(r["backdoored"]["side_effect"] == 0.0 and r["backdoored"]["cacc"] == r["clean"]["cacc"] for r in reports)
