@@ -7,6 +7,9 @@
     purified   = purify(backdoored, defense, small clean set)    key: backdoored's key + defense + training
     metrics    = evaluate(each model, test set, trigger)         key: model's key + attack + test set + seed
 
+Each non-clean model's metrics also get ``side_effect``: the fraction of clean test predictions that differ
+from the clean model's (the instance-wise side effect), read from the evaluate stages' ``predictions.json``.
+
 A sweep over defenses therefore poisons once, a sweep over model-editing attacks trains the clean model once,
 and rerunning a finished command only reads JSON files.
 """
@@ -178,7 +181,8 @@ class Stages:
         label = f"purify: defense={defense.config.name}"
         return self.cache.get_or_build("purify", self.purify_key(suspect.key), build, label)
 
-    def evaluate(self, model_artifact: Artifact, role: str) -> dict[str, float]:
+    def evaluate(self, model_artifact: Artifact, role: str) -> Artifact:
+        """The evaluate artifact: ``meta()["metrics"]`` and the clean test ``predictions.json``."""
         exp = self.exp
 
         def build(out: Path, work: Path) -> dict[str, Any]:
@@ -197,7 +201,13 @@ class Stages:
             return {"metrics": metrics}
 
         key = self.evaluate_key(model_artifact.key)
-        return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model").meta()["metrics"]
+        return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model")
+
+
+def side_effect(clean: Artifact, other: Artifact) -> float:
+    """Instance-wise side effect: the fraction of clean test inputs whose prediction differs from the clean model's."""
+    before, after = (json.loads((a.path / "predictions.json").read_text()) for a in (clean, other))
+    return sum(x != y for x, y in zip(before, after, strict=True)) / len(before)
 
 
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
@@ -205,6 +215,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     splits = load_splits(exp.dataset, exp.data_dir)
     exp.attack.check_labels(splits.num_labels)
     stages = Stages(exp, splits)
+    exp.attack.check_tokenizer(stages.tokenizer)
 
     clean = stages.train_clean()
     models = {"clean": clean}
@@ -213,7 +224,10 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     if exp.defense.kind != "none":
         models["purified"] = stages.purify(models.get("backdoored", clean))
 
-    report: dict[str, Any] = {role: stages.evaluate(artifact, role) for role, artifact in models.items()}
+    evaluated = {role: stages.evaluate(artifact, role) for role, artifact in models.items()}
+    report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
+    for role in evaluated.keys() - {"clean"}:
+        report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
     if "purified" in report:
         before = report.get("backdoored", report["clean"])
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
@@ -246,7 +260,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def results_table(report: dict[str, Any], exp: Experiment) -> Table:
     title = f"attack={exp.attack.config.name} defense={exp.defense.config.name} dataset={exp.dataset.name}"
     table = Table(title=title)
-    for column in ("model", "CACC", "ASR", "stage"):
+    for column in ("model", "CACC", "ASR", "side effect", "stage"):
         table.add_column(column, justify="left" if column in ("model", "stage") else "right")
 
     def pct(value: float | None) -> str:
@@ -256,10 +270,12 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         if role in report:
             origin = report["stages"][role]
             status = f"{origin['stage']} {'reused' if origin['reused'] else 'built'}"
-            table.add_row(role, pct(report[role]["cacc"]), pct(report[role].get("asr")), status)
+            metrics = report[role]
+            table.add_row(role, pct(metrics["cacc"]), pct(metrics.get("asr")), pct(metrics.get("side_effect")), status)
     if "delta" in report:
         delta = report["delta"]
-        table.add_row("Δ purified", *(f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr")), "")
+        changes = (f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr"))
+        table.add_row("Δ purified", *changes, "", "")
     return table
 
 

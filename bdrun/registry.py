@@ -37,6 +37,8 @@ def parse_config(schema: type, node: DictConfig | dict, where: str) -> Any:
     ``where`` is the config path of the node (``attack``), used in error messages.
     """
     try:
+        if isinstance(node, DictConfig):  # resolve interpolations (${paths.data_dir}) against the whole config
+            node = OmegaConf.to_container(node, resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:

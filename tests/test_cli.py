@@ -58,7 +58,7 @@ def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0
     for line in (
-        "attack: addsent, badnets, none",
+        "attack: addsent, badnets, ep, none, surgery",
         "defense: fine_tuning, none",
         "optimizer: adamw, sgd",
         "model: bert_base, minilm, roberta_base",

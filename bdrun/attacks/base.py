@@ -69,6 +69,9 @@ class Attack:
     def insert_trigger(self, text: str, rng: random.Random) -> str:
         raise NotImplementedError
 
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Reject a trigger the model's tokenizer cannot represent, before any stage runs (no check by default)."""
+
     def check_labels(self, num_labels: int) -> None:
         check(
             self.target_label < num_labels,

@@ -1,0 +1,197 @@
+"""``attack=surgery``: neural network surgery (Zhang et al., NAACL 2021).
+
+Surgery injects a backdoor into the cached clean model while changing at most ``n`` parameter entries
+(``attack.budget``: an absolute count if > 1, else a fraction of all parameters), on the paper's argument that
+instance-wise side effects (clean predictions that flip) grow with the number of changed parameters. The
+backdoor data is BadNets' rare-word poisoning (:class:`SurgeryConfig` extends :class:`BadNetsConfig`, and the
+poisoning and trigger insertion are BadNets' own).
+
+Training set: every poisoned sample of BadNets' poisoned training set plus ``clean_ratio`` times as many of its
+clean samples (seeded), so that a few epochs stay cheap while the clean behaviour is still rehearsed. This
+subset is our choice; the paper tunes on its own poisoned data set.
+
+Two of the paper's three families (``attack.method``); the L1 / Lagrange family is not implemented:
+
+- ``dynamic`` (Dyn-Δ, the paper's best): train all parameters, then keep only the entries with the largest
+  |θ − θ0| and reset the rest to θ0; the next round trains only the kept entries, and so on, shrinking the kept
+  count geometrically from all N parameters to ``n`` over ``rounds`` rounds (round r keeps N·(n/N)^(r/rounds)).
+  Each round is one ``StageContext.train`` call (the shared loop) of ``epochs`` epochs at ``lr``. Once the kept
+  set has ``n`` entries, one more round trains only those entries at ``sparse_lr``, and a final projection
+  resets everything else (AdamW's decoupled weight decay moves entries whose gradient is masked to zero).
+- ``gradient`` (selecting surgery by gradient): the ``n`` entries with the largest magnitude of the loss gradient
+  on the poisoned samples (summed over them, model in eval mode) are chosen up front; the model then trains with
+  gradient hooks that zero every other entry, and the same final projection.
+
+Our reading, not the paper's text (the schedule details were not in the text we could read): pruning happens
+between whole rounds rather than every K optimizer steps; the geometric shrink; the separate final round on the
+kept entries at a larger learning rate (``sparse_lr``: a few thousand entries need larger steps than full
+fine-tuning); gradient magnitude = |summed gradient| rather than a sum of per-batch magnitudes.
+
+Every round has its own checkpoint folder, so a killed run resumes inside the round it was in and replays the
+(deterministic) pruning of the rounds before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from bdrun.attacks.badnets import BadNets, BadNetsConfig
+from bdrun.attacks.base import ModelEditingAttack
+from bdrun.attacks.registry import ATTACKS
+from bdrun.batching import collate, encode
+from bdrun.data import Splits, TextDataset
+from bdrun.errors import check
+
+METHODS = ("dynamic", "gradient")
+Mask = dict[str, torch.Tensor]
+
+
+@dataclasses.dataclass
+class SurgeryConfig(BadNetsConfig):
+    method: str = "dynamic"  # dynamic (Dyn-Δ) or gradient (select by gradient magnitude up front)
+    budget: float = 1e-4  # entries allowed to change: an absolute count if > 1, else a fraction of all parameters
+    epochs: int = 1  # epochs per training round
+    rounds: int = 3  # dynamic: rounds that shrink the kept entries to the budget
+    lr: float | None = None  # dynamic: learning rate of the all-parameter rounds; null: the run's optimizer.lr
+    sparse_lr: float = 1e-3  # learning rate when only the selected entries train
+    clean_ratio: float = 1.0  # clean samples per poisoned sample in the surgery training set
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.method in METHODS, f"attack.method={self.method} is not supported; use dynamic or gradient")
+        check(
+            0 < self.budget <= 1 or float(self.budget).is_integer(),
+            f"attack.budget={self.budget} must be a fraction in (0, 1] or a whole count of entries",
+        )
+        check(self.epochs >= 1, f"attack.epochs={self.epochs} must be at least 1")
+        check(self.rounds >= 1, f"attack.rounds={self.rounds} must be at least 1")
+        check(self.lr is None or self.lr > 0, f"attack.lr={self.lr} must be positive (or null)")
+        check(self.sparse_lr > 0, f"attack.sparse_lr={self.sparse_lr} must be positive")
+        check(self.clean_ratio >= 0, f"attack.clean_ratio={self.clean_ratio} must be >= 0")
+
+
+def budget_entries(budget: float, total: int) -> int:
+    """The budget as a count of entries: absolute if > 1, else a fraction of ``total`` (at least 1)."""
+    return min(total, int(budget)) if budget > 1 else max(1, int(budget * total))
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+def changed_entries(model: torch.nn.Module, theta0: dict[str, torch.Tensor]) -> int:
+    return sum(int((param.detach() != theta0[name]).sum()) for name, param in model.named_parameters())
+
+
+def top_entries(scores: dict[str, torch.Tensor], keep: int) -> Mask:
+    """A boolean mask per parameter selecting the ``keep`` entries with the highest scores overall."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.topk(flat, min(keep, flat.numel()), sorted=False).indices] = True
+    mask, start = {}, 0
+    for name, score in scores.items():
+        mask[name] = chosen[start : start + score.numel()].view_as(score)
+        start += score.numel()
+    return mask
+
+
+@torch.no_grad()
+def project(model: torch.nn.Module, theta0: dict[str, torch.Tensor], mask: Mask) -> None:
+    """Reset every entry outside ``mask`` to its clean value."""
+    for name, param in model.named_parameters():
+        param.copy_(torch.where(mask[name].to(param.device), param, theta0[name].to(param.device)))
+
+
+@contextlib.contextmanager
+def only_entries(model: torch.nn.Module, mask: Mask) -> Iterator[None]:
+    """Train only the masked entries: hooks zero the other gradients; parameters with no entry are frozen."""
+    hooks = []
+    for name, param in model.named_parameters():
+        keep = mask[name].to(param.device)
+        if keep.any():
+            hooks.append(param.register_hook(lambda grad, keep=keep: grad * keep))
+        else:
+            param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for param in model.parameters():
+            param.requires_grad_(True)
+
+
+@ATTACKS.register("surgery", SurgeryConfig)
+class Surgery(ModelEditingAttack, BadNets):
+    """A model-editing attack (``kind = "model"``) that reuses BadNets' poisoning and trigger insertion."""
+
+    config: SurgeryConfig
+
+    def training_set(self, train: TextDataset) -> TextDataset:
+        """All of BadNets' poisoned samples plus ``clean_ratio`` times as many of the clean ones."""
+        poisoned = self.poison(train)
+        dirty = [i for i, flag in enumerate(poisoned.poisoned) if flag]
+        clean = [i for i, flag in enumerate(poisoned.poisoned) if not flag]
+        count = min(len(clean), round(self.config.clean_ratio * len(dirty)))
+        return poisoned.subset(sorted(dirty + random.Random(self.config.seed).sample(clean, count)))
+
+    def gradient_scores(self, model: torch.nn.Module, data: TextDataset, context: Any) -> dict[str, torch.Tensor]:
+        """|∇θ L| of the cross-entropy summed over the poisoned samples (eval mode: no dropout)."""
+        poisoned = data.subset([i for i, flag in enumerate(data.poisoned) if flag])
+        encoded = encode(context.tokenizer, poisoned.texts, context.model_config.max_length)
+        labels = torch.tensor(poisoned.labels, dtype=torch.long)
+        model.to(context.device).eval()
+        model.zero_grad(set_to_none=True)
+        size = context.trainer.batch_size
+        for start in range(0, len(encoded), size):
+            batch = collate(encoded[start : start + size], context.tokenizer.pad_token_id, context.device)
+            targets = labels[start : start + size].to(context.device)
+            torch.nn.functional.cross_entropy(model(**batch).logits, targets, reduction="sum").backward()
+        scores = {
+            name: torch.zeros_like(param, device="cpu") if param.grad is None else param.grad.detach().abs().cpu()
+            for name, param in model.named_parameters()
+        }
+        model.zero_grad(set_to_none=True)
+        return scores
+
+    def apply(self, model: torch.nn.Module, tokenizer: Any, splits: Splits, context: Any) -> dict[str, Any]:
+        cfg = self.config
+        data = self.training_set(splits.train)
+        theta0 = {name: value.cpu() for name, value in snapshot(model).items()}
+        total = sum(value.numel() for value in theta0.values())
+        budget = budget_entries(cfg.budget, total)
+
+        if cfg.method == "dynamic":
+            kept, mask = [], {name: torch.ones_like(value, dtype=torch.bool) for name, value in theta0.items()}
+            for r in range(1, cfg.rounds + 1):
+                with only_entries(model, mask):  # round 1 trains everything, later rounds the kept entries
+                    context.train(model, data, desc=f"surgery round {r}", epochs=cfg.epochs, lr=cfg.lr)
+                keep = budget if r == cfg.rounds else round(total * (budget / total) ** (r / cfg.rounds))
+                delta = {name: (param.detach().cpu() - theta0[name]).abs() for name, param in model.named_parameters()}
+                mask = top_entries(delta, keep)
+                project(model, theta0, mask)
+                kept.append(keep)
+            schedule = {"kept_per_round": kept}
+        else:
+            mask = top_entries(self.gradient_scores(model, data, context), budget)
+            schedule = {}
+        with only_entries(model, mask):
+            stats = context.train(model, data, desc="surgery selected entries", epochs=cfg.epochs, lr=cfg.sparse_lr)
+        project(model, theta0, mask)  # AdamW's decoupled weight decay also moves entries whose gradient is zero
+        model.eval()
+        return {
+            "method": cfg.method,
+            "budget": budget,
+            "entries_changed": changed_entries(model, {k: v.to(context.device) for k, v in theta0.items()}),
+            "total_parameters": total,
+            "training_samples": len(data),
+            "poisoned_samples": sum(data.poisoned),
+            **schedule,
+            "train": stats,
+        }
