@@ -84,6 +84,21 @@ def prune_neurons(model: torch.nn.Module, layer: int, neurons: torch.Tensor) -> 
     block.output.dense.weight[:, neurons] = 0
 
 
+def prune_dormant(
+    model: torch.nn.Module, clean: TextDataset, context: StageContext, fraction: float, layers: int | None
+) -> dict[str, int]:
+    """Prune the lowest-activation ``fraction`` of FFN neurons in each of the last ``layers`` layers (None: all)."""
+    depth = len(encoder_layers(model))
+    count = layers or depth
+    check(count <= depth, f"defense.layers={count} but the model has only {depth} encoder layers")
+    pruned: dict[str, int] = {}
+    for layer, activation in mean_activations(model, clean, context, list(range(depth - count, depth))).items():
+        neurons = activation.argsort()[: round(fraction * len(activation))]
+        prune_neurons(model, layer, neurons)
+        pruned[str(layer)] = len(neurons)
+    return pruned
+
+
 @DEFENSES.register("fine_pruning", FinePruningConfig)
 class FinePruning(Purifier):
     config: FinePruningConfig
@@ -91,13 +106,5 @@ class FinePruning(Purifier):
     def apply(
         self, model: torch.nn.Module, clean: TextDataset, splits: Splits, context: StageContext
     ) -> dict[str, Any]:
-        depth = len(encoder_layers(model))
-        count = self.config.layers or depth
-        check(count <= depth, f"defense.layers={count} but the model has only {depth} encoder layers")
-        layer_ids = list(range(depth - count, depth))
-        pruned: dict[str, int] = {}
-        for layer, activation in mean_activations(model, clean, context, layer_ids).items():
-            neurons = activation.argsort()[: round(self.config.fraction * len(activation))]
-            prune_neurons(model, layer, neurons)
-            pruned[str(layer)] = len(neurons)
+        pruned = prune_dormant(model, clean, context, self.config.fraction, self.config.layers)
         return {"pruned_neurons": pruned, **self.fine_tune(model, clean, context, "fine-pruning")}
