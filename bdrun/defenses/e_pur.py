@@ -10,8 +10,9 @@ before any other purifier (applied once, in :meth:`bdrun.defenses.base.Purifier.
 
 Our reading, not confirmed from the paper's full text (only its abstract could be read here):
 
-- score = ‖e_ft − e_pre‖₂ / log(max(freq, 2)), freq = the word's count in the defender's clean set,
-  tokenised without special tokens (the ``max(·, 2)`` keeps unseen words finite);
+- score = ‖e_ft − e_pre‖₂ / log(max(freq, 2)), freq = the word's count in the defender's clean set as the
+  model reads it (wordpieces, special tokens included: [CLS] and [SEP] are in every input and drift a lot,
+  so counting them as unseen would make them the top suspects); ``max(·, 2)`` keeps unseen words finite;
 - N (``e_pur_top_n``) is a fixed knob, default 100 rows of the 30,522-row vocabulary: resetting a few
   hundred rare words costs little clean accuracy, and the paper's own choice of N could not be checked;
 - only the word (input) embedding matrix is purified, not position or token-type embeddings.
@@ -46,8 +47,8 @@ class EPurConfig(CleanDataConfig):
 
 
 def word_frequencies(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], vocab_size: int) -> torch.Tensor:
-    """How often each vocabulary id occurs in ``texts`` (wordpieces, no special tokens)."""
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    """How often each vocabulary id occurs in ``texts`` as the model reads them (special tokens included)."""
+    ids = tokenizer(list(texts))["input_ids"]
     flat = torch.tensor([token for row in ids for token in row], dtype=torch.long)
     return torch.bincount(flat, minlength=vocab_size)
 
