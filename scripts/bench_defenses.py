@@ -119,10 +119,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset of " + ",".join(ATTACKS))
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated subset of the defenses")
+    parser.add_argument("--collect", type=Path, help="only tabulate the jobs already finished under this folder")
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
 
-    root = REPO / "outputs" / "multirun" / "bench_defenses" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    root = args.collect or REPO / "outputs" / "multirun" / "bench_defenses" / time.strftime("%Y-%m-%d_%H-%M-%S")
     defenses = args.defenses.split(",")
     results: dict[str, dict[str, dict] | None] = {}
     commands, notes = [], []
@@ -131,6 +132,10 @@ def main() -> None:
         if not (REPO / "conf" / "attack" / f"{attack}.yaml").exists():
             results[attack] = None
             notes.append(f"- {label}: not available in this checkout (no conf/attack/{attack}.yaml).")
+            continue
+        if args.collect:
+            results[attack] = collect(root / attack)
+            notes += [f"- {label}: {len(results[attack])} of {len(defenses)} jobs finished."]
             continue
         command, seconds = multirun(overrides, defenses, root / attack, args.extra)
         results[attack] = collect(root / attack)
