@@ -17,7 +17,7 @@ from bdrun.data import TextDataset
 from bdrun.evaluation import predict
 from bdrun.models import ModelConfig
 from bdrun.optimizers import OPTIMIZERS, Optimizer
-from bdrun.training import TrainerConfig, train
+from bdrun.training import LossFn, TrainerConfig, train
 
 
 @dataclasses.dataclass
@@ -39,8 +39,9 @@ class StageContext:
         desc: str,
         epochs: int | None = None,
         lr: float | None = None,
+        loss_fn: LossFn | None = None,
     ) -> dict[str, float]:
-        """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr."""
+        """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr / loss."""
         trainer = self.trainer if epochs is None else dataclasses.replace(self.trainer, epochs=epochs)
         optimizer = self.optimizer
         if lr is not None:
@@ -56,6 +57,7 @@ class StageContext:
             seed=self.seed,
             checkpoint_dir=self.work_dir / desc.replace(" ", "_"),
             desc=desc,
+            loss_fn=loss_fn,
         )
 
     def predict(self, model: torch.nn.Module, texts: Sequence[str], desc: str = "predict") -> list[int]:

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,6 +28,9 @@ from bdrun.optimizers import Optimizer
 from bdrun.progress import progress_bar
 
 PRECISIONS = ("fp32", "bf16")
+
+# A stage's own objective: (logits, labels) -> scalar loss. None: the model's cross-entropy.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -110,8 +114,12 @@ def train(
     seed: int,
     checkpoint_dir: Path | None = None,
     desc: str = "train",
+    loss_fn: LossFn | None = None,
 ) -> dict[str, float]:
-    """Fine-tune ``model`` on ``data`` in place and return training statistics."""
+    """Fine-tune ``model`` on ``data`` in place and return training statistics.
+
+    ``loss_fn`` replaces the model's cross-entropy for stages with another objective (MEFT's entropy phase).
+    """
     encoded = encode(tokenizer, data.texts, max_length)
     labels = torch.tensor(data.labels, dtype=torch.long)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
@@ -132,8 +140,12 @@ def train(
             for batch_no in range(step % steps_per_epoch, steps_per_epoch):
                 rows = order[batch_no * config.batch_size : (batch_no + 1) * config.batch_size]
                 batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)
+                targets = labels[rows].to(device)
                 with autocast(device, config.precision):
-                    loss = model(**batch, labels=labels[rows].to(device)).loss
+                    if loss_fn is None:
+                        loss = model(**batch, labels=targets).loss
+                    else:
+                        loss = loss_fn(model(**batch).logits.float(), targets)
                 loss.backward()
                 if config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

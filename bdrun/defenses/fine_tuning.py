@@ -12,16 +12,14 @@ from typing import Any
 import torch
 
 from bdrun.context import StageContext
-from bdrun.data import Splits
-from bdrun.defenses.base import CleanDataConfig, Purifier, clean_subset
+from bdrun.data import Splits, TextDataset
+from bdrun.defenses.base import CleanDataConfig, Purifier
 from bdrun.defenses.registry import DEFENSES
 
 
 @DEFENSES.register("fine_tuning", CleanDataConfig)
 class FineTuning(Purifier):
-    config: CleanDataConfig
-
-    def purify(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
-        clean = clean_subset(splits, self.config.clean_size, context.seed)
-        stats = context.train(model, clean, desc="defense fine-tuning", epochs=self.config.epochs, lr=self.config.lr)
-        return {"clean_samples": len(clean), **stats}
+    def apply(
+        self, model: torch.nn.Module, clean: TextDataset, splits: Splits, context: StageContext
+    ) -> dict[str, Any]:
+        return self.fine_tune(model, clean, context, "defense fine-tuning")

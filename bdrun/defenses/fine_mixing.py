@@ -1,0 +1,123 @@
+"""``defense=fine_mixing``: mix the suspect weights with the pre-trained ones, then fine-tune on clean data.
+
+Fine-mixing (Zhang et al., Findings of EMNLP 2022). The backdoor was learnt during fine-tuning, so it lives in
+the difference θ_ft − θ_pre. Mixing keeps a fraction ρ of that difference and resets the rest:
+
+    θ = θ_pre + m ⊙ (θ_ft − θ_pre),    m ∈ {0, 1}, mean(m) = ρ
+
+which breaks the backdoor's finely tuned pattern while keeping part of the task knowledge; fine-tuning the
+mixed weights on the small clean set then recovers clean accuracy, and the backdoor, with no poisoned data to
+relearn it from, mostly stays broken. Combine with ``defense.e_pur=true`` against embedding backdoors (EP).
+
+Our reading, not confirmed from the paper's full text (only its abstract could be read here):
+
+- ``select=random`` (default, the paper's "mixing" as we read it) keeps each entry with probability ρ,
+  independently and seeded; ``select=magnitude`` keeps exactly the ρ fraction with the largest |θ_ft − θ_pre|
+  over the whole model (a global ranking), a variant we add as a knob.
+- The classification head has no pre-trained value. By default it is kept as fine-tuned (``mix_head=false``):
+  a linear map on the pooled features cannot hold a trigger by itself, and keeping it spares the clean set
+  from relearning it. ``mix_head=true`` mixes it with the run's seeded initial head, which is the head the
+  suspect started from whenever it was trained by this pipeline with the same seed.
+- ρ search (``rho_search``, optional): try each candidate ρ from the smallest (strongest purification) up,
+  mix + fine-tune from the suspect each time, and keep the first whose clean dev accuracy reaches
+  ``dev_accuracy``; if none does, the candidate with the best dev accuracy. The paper chooses ρ against a
+  clean-accuracy threshold as far as we can tell; the exact rule could not be checked.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+
+from bdrun.context import StageContext
+from bdrun.data import Splits, TextDataset
+from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.registry import DEFENSES
+from bdrun.errors import check
+from bdrun.evaluation import accuracy
+
+SELECTIONS = ("random", "magnitude")
+HEAD_PREFIX = "classifier."  # the task head of transformers' *ForSequenceClassification models
+
+
+@dataclasses.dataclass
+class FineMixingConfig(CleanDataConfig):
+    rho: float = 0.3  # fraction of fine-tuned entries kept; the rest is reset to pre-trained
+    select: str = "random"  # random: each entry kept with probability rho; magnitude: largest |delta| kept
+    mix_head: bool = False  # false: keep the fine-tuned classification head; true: mix it with the seeded init
+    rho_search: list[float] = dataclasses.field(default_factory=list)  # candidates; empty: use rho
+    dev_accuracy: float = 0.8  # rho search: the clean dev accuracy a candidate must reach
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 <= self.rho <= 1, f"defense.rho={self.rho} must be in [0, 1]")
+        check(self.select in SELECTIONS, f"defense.select={self.select} is not one of {', '.join(SELECTIONS)}")
+        check(all(0 <= r <= 1 for r in self.rho_search), f"defense.rho_search={self.rho_search} must be in [0, 1]")
+        check(0 <= self.dev_accuracy <= 1, f"defense.dev_accuracy={self.dev_accuracy} must be in [0, 1]")
+
+
+@torch.no_grad()
+def mix_weights(
+    model: torch.nn.Module,
+    pretrained: torch.nn.Module,
+    rho: float,
+    select: str = "random",
+    seed: int = 0,
+    skip_prefixes: tuple[str, ...] = (),
+) -> dict[str, int]:
+    """Set ``model`` to θ_pre + m ⊙ (θ_ft − θ_pre) in place; parameters under ``skip_prefixes`` are untouched.
+
+    Returns how many entries were kept from the suspect and how many were reset.
+    """
+    reference = dict(pretrained.named_parameters())
+    params = {n: p for n, p in model.named_parameters() if not n.startswith(skip_prefixes)}
+    if select == "magnitude":
+        drift = torch.cat([(p - reference[n].to(p.device)).abs().flatten().float() for n, p in params.items()])
+        keep_flat = torch.zeros(len(drift), dtype=torch.bool, device=drift.device)
+        keep_flat[drift.topk(round(rho * len(drift))).indices] = True
+        masks = dict(zip(params, keep_flat.split([p.numel() for p in params.values()]), strict=True))
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        masks = {n: torch.rand(p.shape, generator=generator) < rho for n, p in params.items()}
+    kept = 0
+    for name, param in params.items():
+        keep = masks[name].view(param.shape).to(param.device)
+        param.copy_(torch.where(keep, param, reference[name].to(param.device)))
+        kept += int(keep.sum())
+    total = sum(p.numel() for p in params.values())
+    return {"entries_kept": kept, "entries_reset": total - kept}
+
+
+@DEFENSES.register("fine_mixing", FineMixingConfig)
+class FineMixing(Purifier):
+    config: FineMixingConfig
+
+    def apply(
+        self, model: torch.nn.Module, clean: TextDataset, splits: Splits, context: StageContext
+    ) -> dict[str, Any]:
+        if not self.config.rho_search:
+            return {"rho": self.config.rho, **self.mix_and_tune(model, clean, context, self.config.rho)}
+        suspect = copy.deepcopy(model.state_dict())
+        tried: dict[str, float] = {}
+        best: tuple[float, float, dict, dict] | None = None  # (dev accuracy, rho, weights, stats)
+        for rho in sorted(self.config.rho_search):
+            model.load_state_dict(suspect)
+            stats = self.mix_and_tune(model, clean, context, rho)
+            dev = accuracy(context.predict(model, splits.dev.texts, desc=f"dev rho={rho}"), splits.dev.labels)
+            tried[str(rho)] = dev
+            if best is None or dev > best[0]:
+                best = (dev, rho, copy.deepcopy(model.state_dict()), stats)
+            if dev >= self.config.dev_accuracy:
+                best = (dev, rho, copy.deepcopy(model.state_dict()), stats)
+                break
+        dev, rho, weights, stats = best
+        model.load_state_dict(weights)
+        return {"rho": rho, "dev_accuracy": dev, "rho_search": tried, **stats}
+
+    def mix_and_tune(self, model: torch.nn.Module, clean: TextDataset, context: StageContext, rho: float) -> dict:
+        skip = () if self.config.mix_head else (HEAD_PREFIX,)
+        mixed = mix_weights(model, context.load_pretrained(), rho, self.config.select, context.seed, skip)
+        return {**mixed, **self.fine_tune(model, clean, context, f"fine-mixing rho {rho}")}
