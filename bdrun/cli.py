@@ -49,7 +49,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from bdrun.tracking import open_tracker
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    print(f"run dir: {run_dir}", file=sys.stderr, flush=True)
+    print(f"run dir: {run_dir}", flush=True)
     try:
         experiment = parse_experiment(cfg)
         with open_tracker(cfg, run_dir, config_tags(cfg)) as tracker:

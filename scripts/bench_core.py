@@ -32,7 +32,7 @@ def run_bdrun(args: list[str]) -> tuple[dict, float, str]:
     seconds = time.time() - started
     if result.returncode != 0:
         sys.exit(f"bdrun failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
-    run_dir = next(line.split("run dir: ", 1)[1] for line in result.stderr.splitlines() if "run dir: " in line)
+    run_dir = next(line.split("run dir: ", 1)[1] for line in result.stdout.splitlines() if "run dir: " in line)
     return json.loads((Path(run_dir.strip()) / "metrics.json").read_text()), seconds, result.stdout + result.stderr
 
 
