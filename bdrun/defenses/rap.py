@@ -142,7 +142,7 @@ class Rap(Detector):
                     with torch.no_grad():
                         row = weight[self.token_id] - cfg.lr * weight.grad[self.token_id]
                         weight[self.token_id] = row * (norm / row.norm())
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
             self.embedding = weight.data[self.token_id].detach().cpu().clone()
         finally:
             weight.data[self.token_id] = original  # the model stays as it was; score() swaps the row in

@@ -19,6 +19,7 @@ from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
 from tests.conftest import compose_config
 from tests.defenses.toys import TRIGGER, BackdooredBag, ToyTokenizer, toy_context
+from tests.test_pipeline import keys
 
 LAYERS, HIDDEN = 3, 6
 MIXING = 0.3 * np.random.default_rng(99).normal(size=(HIDDEN, HIDDEN)) + np.eye(HIDDEN)  # correlated noise
@@ -131,3 +132,11 @@ def test_tiny_pipeline_with_dan_reports_detection_metrics(tmp_path: Path) -> Non
     assert (purify / DETECTOR_FILE).is_file() and not (purify / "model.safetensors").exists()
     assert report["diagnostics"]["purified"]["defense"]["calibration_frr"] <= 0.05
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["purified"] == detected
+
+
+def test_detector_knobs_change_only_the_purify_key(tmp_path: Path) -> None:
+    base = keys(["defense=dan"], tmp_path)
+    for change in (["defense=dan", "defense.frr=0.01"], ["defense=dan_cls"], ["defense=strip"], ["defense=rap"]):
+        other = keys(change, tmp_path)
+        assert (other["train"], other["poison"]) == (base["train"], base["poison"])
+        assert other["purify"] != base["purify"]
