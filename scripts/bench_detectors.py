@@ -29,6 +29,17 @@ ATTACKS = {  # attack choice: (row name, overrides)
 }
 PRESET = ["experiment=sst2_cpu", "logger=none"]
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
+PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment=sst2_cpu`)
+
+Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs).
+AUROC: scikit-learn's `roc_auc_score` on the detector scores. FAR@FRR x%: share of triggered inputs not flagged
+at the threshold that rejects x% of the clean test inputs. Test FRR, CACC and ASR (after rejection) use the
+threshold fitted on the held-out 20% of the clean dev set for a 5% FRR; a rejected clean input counts as an
+error, a rejected triggered input as defended. ms/input: plain prediction vs the detector's scoring of the same
+inputs in the same run; cost × = their ratio (DAN runs its own forward pass with every hidden state; deployed
+beside the classifier it would reuse the classifier's pass, so its true added cost is lower).
+`dan` is DAN with the paper's default mean token pooling, `dan_cls` the same with [CLS] pooling.
+"""
 HEADER = [
     "| attack | detector | AUROC | FAR@FRR1% | FAR@FRR5% | test FRR | CACC | ASR (before → after) "
     "| ms/input (plain / detector) | cost × |",
@@ -44,7 +55,8 @@ def multirun(overrides: list[str], sweep_dir: Path) -> None:
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", "-m", *overrides]
     result = subprocess.run([*command, f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"bdrun failed ({' '.join(overrides)}):\n{result.stderr[-3000:]}")
+        output = (result.stdout + result.stderr)[-3000:]
+        sys.exit(f"bdrun failed with status {result.returncode} ({' '.join(overrides)}):\n{output}")
 
 
 def rows(name: str, sweep_dir: Path) -> list[str]:
@@ -97,6 +109,7 @@ def write(args: argparse.Namespace, lines: list[str], notes: list[str]) -> None:
     extra = " ".join(args.extra)
     command = "BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md"
     text = [
+        PREAMBLE,
         *lines,
         "",
         f"Command: `{command}{' -- ' + extra if extra else ''}` (bdrun -m {' '.join(PRESET)} attack=<row> "
