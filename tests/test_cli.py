@@ -59,7 +59,7 @@ def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
     assert result.returncode == 0
     for line in (
         "attack: addsent, badnets, none",
-        "defense: fine_tuning, none",
+        "defense: dan, dan_cls, fine_tuning, none, rap, strip",
         "optimizer: adamw, sgd",
         "model: bert_base, minilm, roberta_base",
         "logger: none, wandb",
