@@ -71,7 +71,8 @@ def main() -> None:
     )
     lines.append("")
     lines.append(
-        f"Command: `python scripts/bench_core.py {' '.join(args.extra)}` (bdrun {' '.join(PRESET)} + row overrides)"
+        f"Command: `python scripts/bench_core.py {' '.join(args.extra)}`"
+        f" (bdrun {' '.join(PRESET)} + row overrides)"
     )
     table = "\n".join(lines)
     print(table)
