@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from bdrun.data import TextDataset
-from bdrun.evaluation import predict
+from bdrun.evaluation import Reduce, batch_outputs, predict
 from bdrun.models import ModelConfig
 from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.training import LossFn, TrainerConfig, train
@@ -70,4 +71,21 @@ class StageContext:
             device=self.device,
             precision=self.trainer.precision,
             desc=desc,
+        )
+
+    def forward(
+        self, model: torch.nn.Module, texts: Sequence[str], reduce: Reduce, desc: str, **forward_args: Any
+    ) -> torch.Tensor:
+        """``reduce(output, batch)`` per text, batched like :meth:`predict` (see :func:`batch_outputs`)."""
+        return batch_outputs(
+            model,
+            self.tokenizer,
+            texts,
+            reduce,
+            max_length=self.model_config.max_length,
+            batch_size=self.trainer.eval_batch_size,
+            device=self.device,
+            precision=self.trainer.precision,
+            desc=desc,
+            **forward_args,
         )

@@ -3,14 +3,22 @@
 CACC: accuracy on the clean test set. ASR: take the test samples whose true label is *not* the target label,
 insert the trigger (seeded), and count the fraction predicted as the target. Samples that already belong to
 the target class never count, so an ASR cannot be inflated by inputs the model would call "target" anyway.
+
+Online detectors (``defense.kind == "detector"``) are scored on the same two input sets: clean test inputs
+(negatives) against triggered non-target test inputs (positives). A rejected input gets the prediction
+:data:`REJECTED`, so a rejected clean input is an error and a rejected triggered input is not a success.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedTokenizerBase
 
 from bdrun.attacks import Attack
@@ -19,8 +27,57 @@ from bdrun.data import TextDataset
 from bdrun.progress import progress_bar
 from bdrun.training import autocast
 
+if TYPE_CHECKING:  # runtime imports would be circular (the context and the defenses use predict)
+    from bdrun.context import StageContext
+    from bdrun.defenses.base import Detector
+
+REJECTED = -1  # the "prediction" of an input that a detector rejects
+DETECTION_FRRS = (0.01, 0.05)  # FAR is reported at these false-rejection rates on the clean test inputs
+
+
+Reduce = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+
 
 @torch.no_grad()
+def batch_outputs(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    reduce: Reduce,
+    *,
+    max_length: int,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    desc: str = "predict",
+    **forward_args: Any,
+) -> torch.Tensor:
+    """``reduce(model output, batch)`` per text (first dimension), on the CPU, in the order of ``texts``.
+
+    Inputs run sorted by length so that batches carry little padding. ``forward_args`` go to the model
+    (e.g. ``output_hidden_states=True`` for detectors that read every layer).
+    """
+    encoded = encode(tokenizer, texts, max_length) if texts else []
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    rows: list[torch.Tensor] = []
+    model.to(device).eval()
+    with progress_bar() as bar:
+        task = bar.add_task(desc, total=len(order), info="")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id, device)
+            with autocast(device, precision):
+                output = model(**batch, **forward_args)
+            rows.append(reduce(output, batch).cpu())
+            bar.update(task, advance=len(chunk))
+    if not rows:
+        return torch.empty(0)
+    stacked = torch.cat(rows)
+    result = torch.empty_like(stacked)
+    result[torch.tensor(order)] = stacked
+    return result
+
+
 def predict(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -32,21 +89,18 @@ def predict(
     precision: str = "fp32",
     desc: str = "predict",
 ) -> list[int]:
-    """Predicted class per text. Inputs run sorted by length so that batches carry little padding."""
-    encoded = encode(tokenizer, texts, max_length)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    predictions = [0] * len(encoded)
-    model.to(device).eval()
-    with progress_bar() as bar:
-        task = bar.add_task(desc, total=len(order), info="")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            with autocast(device, precision):
-                logits = model(**collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)).logits
-            for row, label in zip(rows, logits.argmax(dim=-1).tolist(), strict=True):
-                predictions[row] = label
-            bar.update(task, advance=len(rows))
-    return predictions
+    """Predicted class per text."""
+    return batch_outputs(
+        model,
+        tokenizer,
+        texts,
+        lambda output, batch: output.logits.argmax(dim=-1),
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        desc=desc,
+    ).tolist()
 
 
 def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
@@ -87,3 +141,72 @@ def evaluate_model(
             metrics["asr"] = attack_success_rate(predictions, attack.target_label)
             metrics["asr_samples"] = float(len(triggered))
     return metrics, clean_predictions
+
+
+def threshold_at_frr(clean_scores: np.ndarray, frr: float) -> float:
+    """The score above which at most a fraction ``frr`` of ``clean_scores`` lies (flag: score > threshold).
+
+    The ``higher`` quantile (an observed score, never an interpolation below it) guarantees the bound.
+    """
+    return float(np.quantile(np.asarray(clean_scores, dtype=np.float64), 1.0 - frr, method="higher"))
+
+
+def detection_metrics(clean_scores: np.ndarray, triggered_scores: np.ndarray) -> dict[str, float]:
+    """AUROC (clean = 0, triggered = 1) and FAR at each FRR in :data:`DETECTION_FRRS` on these clean scores."""
+    scores = np.concatenate([clean_scores, triggered_scores])
+    labels = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(triggered_scores))])
+    metrics = {"auroc": float(roc_auc_score(labels, scores))}
+    for frr in DETECTION_FRRS:
+        threshold = threshold_at_frr(clean_scores, frr)
+        metrics[f"far_at_frr{round(100 * frr)}"] = float(np.mean(triggered_scores <= threshold))
+    return metrics
+
+
+def evaluate_detector(
+    model: torch.nn.Module,
+    detector: Detector,
+    test: TextDataset,
+    attack: Attack,
+    context: StageContext,
+) -> tuple[dict[str, float], dict[str, list]]:
+    """Detection metrics, CACC / ASR after rejection at the fitted threshold, and the added inference cost.
+
+    The cost is the wall time of ``detector.score`` over the time of plain prediction on the same inputs in the
+    same process (``latency_ratio``; 1.0 = as costly as inference itself).
+    """
+    if detector.config.test_subset is not None:  # costly detectors (STRIP) may score a seeded subset
+        test = test.sample(detector.config.test_subset, context.seed)
+    inputs = {"clean": test.texts}
+    triggered = triggered_test_inputs(test, attack, context.seed) if attack.has_trigger else []
+    if triggered:
+        inputs["triggered"] = triggered
+    started = time.perf_counter()
+    predictions = {name: context.predict(model, texts, desc=f"evaluate {name}") for name, texts in inputs.items()}
+    plain_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = {name: detector.score(model, texts, context) for name, texts in inputs.items()}
+    detector_seconds = time.perf_counter() - started
+    kept = {
+        name: [REJECTED if s > detector.threshold else p for p, s in zip(predictions[name], scores[name], strict=True)]
+        for name in inputs
+    }
+    count = sum(len(texts) for texts in inputs.values())
+    metrics = {
+        "cacc": accuracy(kept["clean"], test.labels),
+        "test_samples": float(len(test)),
+        "frr": float(np.mean(scores["clean"] > detector.threshold)),
+        "threshold": detector.threshold,
+        "plain_ms_per_input": 1000 * plain_seconds / count,
+        "detector_ms_per_input": 1000 * detector_seconds / count,
+        "latency_ratio": detector_seconds / plain_seconds,
+    }
+    if triggered:
+        metrics["asr"] = attack_success_rate(kept["triggered"], attack.target_label)
+        metrics["asr_samples"] = float(len(triggered))
+        metrics.update(detection_metrics(scores["clean"], scores["triggered"]))
+    outputs = {
+        f"{name}_{kind}": values
+        for name in inputs
+        for kind, values in (("predictions", predictions[name]), ("scores", scores[name].tolist()))
+    }
+    return metrics, outputs

@@ -10,6 +10,9 @@
 Each non-clean model's metrics also get ``side_effect``: the fraction of clean test predictions that differ
 from the clean model's (the instance-wise side effect), read from the evaluate stages' ``predictions.json``.
 
+An online detector (defense.kind == "detector") leaves the weights alone: its purify stage caches the fitted
+detector instead of weights, and the "purified" role is the backdoored model behind that detector.
+
 A sweep over defenses therefore poisons once, a sweep over model-editing attacks trains the clean model once,
 and rerunning a finished command only reads JSON files.
 """
@@ -31,7 +34,7 @@ from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.defenses import DEFENSES, Defense
-from bdrun.evaluation import evaluate_model
+from bdrun.evaluation import evaluate_detector, evaluate_model
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.progress import console
@@ -40,6 +43,7 @@ from bdrun.tracking import Tracker
 from bdrun.training import TrainerConfig
 
 WEIGHTS = "model.safetensors"
+DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
 
 
 @dataclasses.dataclass
@@ -174,18 +178,30 @@ class Stages:
 
         def build(out: Path, work: Path) -> dict[str, Any]:
             model = self.load(suspect)
-            diagnostics = defense.purify(model, self.splits, self.context(work))
-            save_weights(model, out / WEIGHTS)
+            if defense.kind == "detector":  # fits on the suspect model; only the detector's state is cached
+                diagnostics = defense.fit(model, self.splits, self.context(work))
+                defense.save(out)
+            else:
+                diagnostics = defense.purify(model, self.splits, self.context(work))
+                save_weights(model, out / WEIGHTS)
             return {"defense": diagnostics}
 
         label = f"purify: defense={defense.config.name}"
         return self.cache.get_or_build("purify", self.purify_key(suspect.key), build, label)
 
-    def evaluate(self, model_artifact: Artifact, role: str) -> Artifact:
-        """The evaluate artifact: ``meta()["metrics"]`` and the clean test ``predictions.json``."""
+    def evaluate(self, model_artifact: Artifact, role: str, detector: Artifact | None = None) -> Artifact:
+        """The evaluate artifact (``meta()["metrics"]``, clean test ``predictions.json``) of a model, or (with
+        ``detector``) of the model behind that fitted detector."""
         exp = self.exp
 
         def build(out: Path, work: Path) -> dict[str, Any]:
+            if detector is not None:
+                exp.defense.load(detector.path)
+                metrics, outputs = evaluate_detector(
+                    self.load(model_artifact), exp.defense, self.splits.test, exp.attack, self.context(work)
+                )
+                (out / "detector_outputs.json").write_text(json.dumps(outputs))
+                return {"metrics": metrics}
             metrics, predictions = evaluate_model(
                 self.load(model_artifact),
                 self.tokenizer,
@@ -200,7 +216,7 @@ class Stages:
             (out / "predictions.json").write_text(json.dumps(predictions))
             return {"metrics": metrics}
 
-        key = self.evaluate_key(model_artifact.key)
+        key = self.evaluate_key(model_artifact.key if detector is None else detector.key)
         return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model")
 
 
@@ -221,13 +237,20 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     models = {"clean": clean}
     if exp.attack.kind != "none":
         models["backdoored"] = stages.poison(clean)
+    suspect = models.get("backdoored", clean)
     if exp.defense.kind != "none":
-        models["purified"] = stages.purify(models.get("backdoored", clean))
+        models["purified"] = stages.purify(suspect)
 
-    evaluated = {role: stages.evaluate(artifact, role) for role, artifact in models.items()}
+    evaluated: dict[str, Artifact] = {}
+    for role, artifact in models.items():
+        if role == "purified" and exp.defense.kind == "detector":  # the suspect model behind the fitted detector
+            evaluated[role] = stages.evaluate(suspect, role, detector=artifact)
+        else:
+            evaluated[role] = stages.evaluate(artifact, role)
     report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
     for role in evaluated.keys() - {"clean"}:
-        report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
+        if not (role == "purified" and exp.defense.kind == "detector"):  # a detector changes no prediction
+            report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
     if "purified" in report:
         before = report.get("backdoored", report["clean"])
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
@@ -276,6 +299,12 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         delta = report["delta"]
         changes = (f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr"))
         table.add_row("Δ purified", *changes, "", "")
+    detector = report.get("purified", {})
+    if "latency_ratio" in detector:  # an online detector: CACC / ASR above are after rejection
+        parts = [f"{label} {pct(detector[m])}" for m, label in DETECTOR_COLUMNS.items() if m in detector]
+        table.caption = (
+            f"detector (CACC/ASR after rejection): {', '.join(parts)}, cost ×{detector['latency_ratio']:.2f}"
+        )
     return table
 
 

@@ -1,6 +1,7 @@
 """Defenses. Importing this package registers every defense in :data:`DEFENSES`."""
 
 from bdrun.defenses import (  # noqa: F401  (registration side effect)
+    dan,
     e_pur,
     fine_mixing,
     fine_pruning,
@@ -8,9 +9,11 @@ from bdrun.defenses import (  # noqa: F401  (registration side effect)
     fine_tuning,
     meft,
     none,
+    rap,
     reinit,
+    strip,
 )
-from bdrun.defenses.base import Defense, Purifier
+from bdrun.defenses.base import Defense, Detector, Purifier
 from bdrun.defenses.registry import DEFENSES
 
-__all__ = ["DEFENSES", "Defense", "Purifier"]
+__all__ = ["DEFENSES", "Defense", "Detector", "Purifier"]

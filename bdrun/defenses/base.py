@@ -1,8 +1,9 @@
 """The shared interface of defenses.
 
 A purifier gets the suspect model, the stage context (with the pre-trained weights on demand) and the
-defender's small clean set, changes the model in place and returns its diagnostics. Online detectors
-(which flag inputs instead of changing weights) will share the registry with their own interface.
+defender's small clean set, changes the model in place and returns its diagnostics. An online detector
+(:class:`Detector`) leaves the model alone: it is fitted on the suspect model and the clean dev set, and at
+inference scores each input (higher = more suspicious) and rejects those above its fitted threshold.
 
 :meth:`Purifier.purify` is written once here: it draws the clean set, applies E-PUR first when
 ``defense.e_pur=true`` (any purifier can be combined with it, as the Fine-mixing paper combines it with
@@ -12,15 +13,22 @@ several defenses), then hands over to the defense's own :meth:`Purifier.apply`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from bdrun.batching import collate, encode
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
+from bdrun.evaluation import threshold_at_frr
+
+DETECTOR_FILE = "detector.safetensors"
 
 
 @dataclasses.dataclass
@@ -101,3 +109,85 @@ class Purifier(Defense):
     def fine_tune(self, model: torch.nn.Module, clean: TextDataset, context: StageContext, desc: str) -> dict:
         """Fine-tune on the clean set with the defense's epochs and lr (``desc`` names the checkpoint folder)."""
         return context.train(model, clean, desc=desc, epochs=self.config.epochs, lr=self.config.lr)
+
+
+@dataclasses.dataclass
+class DetectorConfig(DefenseConfig):
+    """Knobs shared by online detectors: the clean dev set is split into a fitting and a calibration part."""
+
+    frr: float = 0.05  # target false-rejection rate on the calibration part; sets the threshold
+    fit_fraction: float = 0.8  # share of the (shuffled, seeded) dev set used for fitting; the rest calibrates
+    test_subset: int | None = None  # score only a seeded subset of this many test samples (costly detectors)
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.frr < 1.0, f"defense.frr={self.frr} must be a fraction in (0, 1), e.g. 0.05")
+        check(0.0 < self.fit_fraction < 1.0, f"defense.fit_fraction={self.fit_fraction} must be in (0, 1), e.g. 0.8")
+        check(
+            self.test_subset is None or self.test_subset >= 1,
+            f"defense.test_subset={self.test_subset} must be a positive count (or null for the whole test set)",
+        )
+
+
+def split_dev(dev: TextDataset, fit_fraction: float, seed: int) -> tuple[TextDataset, TextDataset]:
+    """Shuffle the clean dev set (seeded) and cut it into a fitting and a calibration part."""
+    order = list(range(len(dev)))
+    random.Random(seed).shuffle(order)
+    cut = round(fit_fraction * len(order))
+    check(
+        0 < cut < len(order),
+        f"defense.fit_fraction={fit_fraction} leaves no fitting or no calibration sample of {len(dev)} dev samples",
+    )
+    return dev.subset(order[:cut]), dev.subset(order[cut:])
+
+
+class Detector(Defense):
+    """An online defense: flags inputs whose score exceeds a threshold fitted for a target FRR.
+
+    Subclasses implement :meth:`fit_scorer`, :meth:`score` and their state as a dict of tensors; :meth:`fit`
+    splits the dev set and calibrates the threshold on the held-out part, identically for every detector.
+    """
+
+    kind = "detector"
+    config: DetectorConfig
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__(config)
+        self.threshold = float("inf")  # flags nothing until fitted
+
+    def fit(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
+        """Fit the scorer on part of the dev set, then set the threshold on the held-out clean scores."""
+        fitting, calibration = split_dev(splits.dev, self.config.fit_fraction, context.seed)
+        diagnostics = self.fit_scorer(model, fitting, calibration, context)
+        scores = self.score(model, calibration.texts, context)
+        self.threshold = threshold_at_frr(scores, self.config.frr)
+        return {
+            **diagnostics,
+            "fit_samples": len(fitting),
+            "calibration_samples": len(calibration),
+            "threshold": self.threshold,
+            "calibration_frr": float(np.mean(scores > self.threshold)),
+        }
+
+    def fit_scorer(
+        self, model: torch.nn.Module, fitting: TextDataset, calibration: TextDataset, context: StageContext
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def score(self, model: torch.nn.Module, texts: Sequence[str], context: StageContext) -> np.ndarray:
+        """One score per text; higher = more suspicious."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        tensors = {**self.state(), "threshold": torch.tensor([self.threshold], dtype=torch.float64)}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / DETECTOR_FILE))
+
+    def load(self, folder: Path) -> None:
+        state = load_file(str(folder / DETECTOR_FILE))
+        self.threshold = float(state.pop("threshold").item())
+        self.load_state(state)

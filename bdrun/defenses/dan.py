@@ -1,0 +1,149 @@
+"""``defense=dan``: DAN, a distance-based anomaly score over every layer (Chen et al., Findings of EMNLP 2022).
+
+A backdoored model maps triggered inputs to the target class through features that clean inputs of that class
+do not share, so in the intermediate layers a triggered input lies far from every class's clean features.
+Confirmed from the official code (lancopku/DAN), as summarised in METHODS.md:
+
+- features: the hidden states of layers 1..L (the embedding output is skipped), pooled over the tokens by the
+  mean over the attention mask (default), the [CLS] position or the max (``pooling``);
+- on the fitting part of the clean dev set (80 %, shuffled and seeded; the split is shared by all detectors):
+  one mean per class and ONE covariance shared by the classes, estimated from the class-centred features with
+  scikit-learn's ``ShrunkCovariance`` (``shrinkage`` 0.1); its precision matrix is kept;
+- a layer's score is the minimum over classes of the Mahalanobis distance to the class mean;
+- each layer's scores are z-normalised with their mean and std on the held-out 20 % and the layers aggregated
+  by the mean (default) or the max (``aggregation``; the official "min of negated z-scores" is the same max);
+- the threshold is the held-out clean scores' percentile at the target FRR (see :class:`Detector`).
+
+Our reading: the distance is the *squared* Mahalanobis distance (as scikit-learn's ``mahalanobis`` returns);
+ranks within a layer are the same either way, only the z-normalised scale differs. The held-out part serves
+both the z-normalisation and the threshold, as in the official code.
+
+The feature → score part (:func:`fit_dan`, :func:`dan_scores`) works on plain arrays of per-layer features so
+that tests can feed it synthetic features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.covariance import ShrunkCovariance
+
+from bdrun.context import StageContext
+from bdrun.data import TextDataset
+from bdrun.defenses.base import Detector, DetectorConfig
+from bdrun.defenses.registry import DEFENSES
+from bdrun.errors import check
+
+POOLINGS = ("mean", "cls", "max")
+AGGREGATIONS = ("mean", "max")
+
+
+@dataclasses.dataclass
+class DanConfig(DetectorConfig):
+    pooling: str = "mean"  # how a layer's token states become one vector: mean (over the mask), cls or max
+    shrinkage: float = 0.1  # ShrunkCovariance's shrinkage toward a scaled identity
+    aggregation: str = "mean"  # how the per-layer z-scores combine: mean or max (most anomalous layer)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.pooling in POOLINGS, f"defense.pooling={self.pooling} is not supported; use {', '.join(POOLINGS)}")
+        check(0.0 <= self.shrinkage <= 1.0, f"defense.shrinkage={self.shrinkage} must be in [0, 1], e.g. 0.1")
+        check(
+            self.aggregation in AGGREGATIONS,
+            f"defense.aggregation={self.aggregation} is not supported; use {', '.join(AGGREGATIONS)}",
+        )
+
+
+@dataclasses.dataclass
+class DanStatistics:
+    """What DAN keeps per layer: class means (L, C, H), shared precisions (L, H, H), z-score centre/scale (L,)."""
+
+    means: np.ndarray
+    precisions: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, tokens, hidden) → (batch, hidden), ignoring padded positions."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "max":
+        return hidden.masked_fill(keep == 0, float("-inf")).amax(dim=1)
+    return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+
+
+def layer_features(model: torch.nn.Module, texts: Sequence[str], context: StageContext, pooling: str) -> np.ndarray:
+    """Pooled hidden states of layers 1..L per text: (texts, L, hidden)."""
+
+    def reduce(output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        return torch.stack([pool(h.float(), mask, pooling) for h in output.hidden_states[1:]], dim=1)
+
+    return context.forward(model, texts, reduce, desc="dan features", output_hidden_states=True).numpy()
+
+
+def min_mahalanobis(features: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """Per layer, the squared Mahalanobis distance to the nearest class mean: (N, L, H) → (N, L)."""
+    centred = features[:, :, None, :] - means[None]  # (N, L, C, H)
+    distances = np.einsum("nlch,lhk,nlck->nlc", centred, precisions, centred)
+    return distances.min(axis=2)
+
+
+def fit_dan(
+    fitting: np.ndarray, labels: Sequence[int], calibration: np.ndarray, shrinkage: float, num_labels: int
+) -> DanStatistics:
+    """Class means and one shared shrunk covariance per layer; z-score statistics on the calibration features."""
+    labels_array = np.asarray(labels)
+    present = [c for c in range(num_labels) if np.any(labels_array == c)]
+    means = np.stack([fitting[labels_array == c].mean(axis=0) for c in present], axis=1)  # (L, C, H)
+    precisions = []
+    for layer in range(fitting.shape[1]):
+        centred = fitting[:, layer] - means[layer][np.searchsorted(present, labels_array)]
+        estimator = ShrunkCovariance(shrinkage=shrinkage, assume_centered=True).fit(centred)
+        precisions.append(estimator.precision_)
+    precisions_array = np.stack(precisions)
+    raw = min_mahalanobis(calibration, means, precisions_array)
+    return DanStatistics(means, precisions_array, raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-12))
+
+
+def dan_scores(features: np.ndarray, stats: DanStatistics, aggregation: str = "mean") -> np.ndarray:
+    """The anomaly score per input (higher = more suspicious) from its per-layer features (N, L, H)."""
+    z = (min_mahalanobis(features, stats.means, stats.precisions) - stats.center) / stats.scale
+    return z.max(axis=1) if aggregation == "max" else z.mean(axis=1)
+
+
+@DEFENSES.register("dan", DanConfig)
+class Dan(Detector):
+    config: DanConfig
+
+    def __init__(self, config: DanConfig) -> None:
+        super().__init__(config)
+        self.stats: DanStatistics | None = None
+
+    def fit_scorer(
+        self, model: torch.nn.Module, fitting: TextDataset, calibration: TextDataset, context: StageContext
+    ) -> dict[str, Any]:
+        features = layer_features(model, fitting.texts, context, self.config.pooling)
+        held_out = layer_features(model, calibration.texts, context, self.config.pooling)
+        num_labels = max(fitting.labels) + 1
+        self.stats = fit_dan(features, fitting.labels, held_out, self.config.shrinkage, num_labels)
+        return {"layers": int(features.shape[1]), "classes": int(self.stats.means.shape[1])}
+
+    def score(self, model: torch.nn.Module, texts: Sequence[str], context: StageContext) -> np.ndarray:
+        assert self.stats is not None, "fit or load the detector first"
+        return dan_scores(
+            layer_features(model, texts, context, self.config.pooling), self.stats, self.config.aggregation
+        )
+
+    def state(self) -> dict[str, torch.Tensor]:
+        assert self.stats is not None, "fit the detector first"
+        return {f.name: torch.from_numpy(getattr(self.stats, f.name)) for f in dataclasses.fields(DanStatistics)}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats = DanStatistics(**{name: tensor.numpy() for name, tensor in state.items()})

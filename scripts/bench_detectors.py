@@ -1,0 +1,126 @@
+"""Online detectors on SST-2 with MiniLM: DAN against STRIP and RAP, for BadNets, AddSent and EP.
+
+One Hydra multirun of the real ``bdrun`` command per attack over ``defense=dan,strip,rap``; the backdoored
+models come from the stage cache (set ``BDRUN_CACHE_DIR``), so only the detectors are fitted and scored.
+Prints a markdown table (and writes it with ``--out``, after every attack).
+
+    BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md
+
+Extra arguments after ``--`` go to every bdrun command (e.g. ``-- defense.test_subset=400`` to score a seeded
+subset of the test set). An attack whose config is not in this checkout (``conf/attack/<name>.yaml``) is
+listed as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+ATTACKS = {  # attack choice: (row name, overrides)
+    "badnets": ("BadNets (cf)", ["attack.triggers=[cf]"]),
+    "addsent": ("AddSent", []),
+    "ep": ("EP (cf)", ["attack.trigger=cf"]),
+}
+PRESET = ["experiment=sst2_cpu", "logger=none"]
+DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
+PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment=sst2_cpu`)
+
+Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs).
+AUROC: scikit-learn's `roc_auc_score` on the detector scores. FAR@FRR x%: share of triggered inputs not flagged
+at the threshold that rejects x% of the clean test inputs. Test FRR, CACC and ASR (after rejection) use the
+threshold fitted on the held-out 20% of the clean dev set for a 5% FRR; a rejected clean input counts as an
+error, a rejected triggered input as defended. ms/input: plain prediction vs the detector's scoring of the same
+inputs in the same run; cost × = their ratio (DAN runs its own forward pass with every hidden state; deployed
+beside the classifier it would reuse the classifier's pass, so its true added cost is lower).
+`dan` is DAN with the paper's default mean token pooling, `dan_cls` the same with [CLS] pooling.
+"""
+HEADER = [
+    "| attack | detector | AUROC | FAR@FRR1% | FAR@FRR5% | test FRR | CACC | ASR (before → after) "
+    "| ms/input (plain / detector) | cost × |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def multirun(overrides: list[str], sweep_dir: Path) -> None:
+    command = [sys.executable, "-c", "from bdrun.cli import main; main()", "-m", *overrides]
+    result = subprocess.run([*command, f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-3000:]
+        sys.exit(f"bdrun failed with status {result.returncode} ({' '.join(overrides)}):\n{output}")
+
+
+def rows(name: str, sweep_dir: Path) -> list[str]:
+    """One table row per job of a finished multirun, in sweep order."""
+    lines = []
+    jobs = [p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()]
+    for job in sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0])):
+        defense = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        defense = next(o.split("=", 1)[1] for o in defense if o.startswith("defense="))
+        report = OmegaConf.to_container(OmegaConf.load(job / "metrics.json"))
+        det, before = report["purified"], report["backdoored"]
+        lines.append(
+            f"| {name} | {defense} | {pct(det.get('auroc'))} | {pct(det.get('far_at_frr1'))} "
+            f"| {pct(det.get('far_at_frr5'))} | {pct(det['frr'])} | {pct(det['cacc'])} "
+            f"| {pct(before.get('asr'))} → {pct(det.get('asr'))} "
+            f"| {det['plain_ms_per_input']:.1f} / {det['detector_ms_per_input']:.1f} | {det['latency_ratio']:.2f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--attacks", nargs="*", default=list(ATTACKS), help="attack choices (default: badnets addsent ep)"
+    )
+    parser.add_argument("--defenses", default=DEFENSES, help=f"the defense sweep (default: {DEFENSES})")
+    parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
+    args = parser.parse_args()
+
+    sweep_root = REPO / "outputs" / "bench_detectors" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    lines, notes = list(HEADER), []
+    for choice in args.attacks:
+        name, overrides = ATTACKS[choice]
+        if not (REPO / "conf" / "attack" / f"{choice}.yaml").is_file():
+            notes.append(f"{name}: not run, `attack={choice}` is not in this checkout.")
+            continue
+        started = time.time()
+        sweep_dir = sweep_root / choice
+        multirun([*PRESET, f"attack={choice}", *overrides, f"defense={args.defenses}", *args.extra], sweep_dir)
+        lines.extend(rows(name, sweep_dir))
+        notes.append(f"{name}: {time.time() - started:.0f} s wall for the multirun (cached models reused).")
+        print("\n".join(lines[-4:]), flush=True)
+        write(args, lines, notes)
+    print("\n".join(lines))
+    write(args, lines, notes)
+
+
+def write(args: argparse.Namespace, lines: list[str], notes: list[str]) -> None:
+    extra = " ".join(args.extra)
+    command = "BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md"
+    text = [
+        PREAMBLE,
+        *lines,
+        "",
+        f"Command: `{command}{' -- ' + extra if extra else ''}` (bdrun -m {' '.join(PRESET)} attack=<row> "
+        f"defense={args.defenses}).",
+        "",
+        *(f"- {note}" for note in notes),
+    ]
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(text) + "\n")
+
+
+if __name__ == "__main__":
+    main()

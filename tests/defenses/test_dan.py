@@ -1,0 +1,142 @@
+"""DAN: Mahalanobis scores over every layer rank outliers first; the threshold honours the target FRR."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from bdrun.data import Splits, TextDataset
+from bdrun.defenses import DEFENSES
+from bdrun.defenses.base import DETECTOR_FILE
+from bdrun.defenses.dan import dan_scores, fit_dan, pool
+from bdrun.evaluation import detection_metrics, threshold_at_frr
+from bdrun.pipeline import parse_experiment, run
+from bdrun.tracking import NoTracker, TrackerConfig
+from tests.conftest import compose_config
+from tests.defenses.toys import TRIGGER, BackdooredBag, ToyTokenizer, toy_context
+from tests.test_pipeline import keys
+
+LAYERS, HIDDEN = 3, 6
+MIXING = 0.3 * np.random.default_rng(99).normal(size=(HIDDEN, HIDDEN)) + np.eye(HIDDEN)  # correlated noise
+
+
+def inliers(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes whose means differ on the first dimension, in every layer, with correlated noise."""
+    labels = rng.integers(0, 2, count)
+    features = rng.normal(size=(count, LAYERS, HIDDEN)) @ MIXING
+    features[:, :, 0] += np.where(labels == 1, 3.0, -3.0)[:, None]
+    return features, labels
+
+
+def fitted(shift: float, aggregation: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    train, labels = inliers(rng, 300)
+    calibration, _ = inliers(rng, 80)
+    clean, _ = inliers(rng, 200)
+    outliers, _ = inliers(rng, 40)
+    outliers[:, 1:, 2:] += shift  # an off-manifold cluster in the upper layers only
+    stats = fit_dan(train, labels, calibration, shrinkage=0.1, num_labels=2)
+    return dan_scores(clean, stats, aggregation), dan_scores(outliers, stats, aggregation)
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_outlier_cluster_ranks_above_every_inlier(aggregation: str) -> None:
+    clean, outliers = fitted(shift=6.0, aggregation=aggregation)
+    assert outliers.min() > clean.max()
+    assert detection_metrics(clean, outliers)["auroc"] == 1.0
+
+
+def test_stage_auroc_equals_scikit_learn_on_the_same_scores() -> None:
+    clean, outliers = fitted(shift=1.2)  # overlapping: an AUROC strictly between 0.5 and 1
+    expected = roc_auc_score([0] * len(clean) + [1] * len(outliers), np.concatenate([clean, outliers]))
+    assert 0.6 < expected < 1.0
+    assert detection_metrics(clean, outliers)["auroc"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_calibration_scores_are_z_normalised_per_layer() -> None:
+    rng = np.random.default_rng(1)
+    train, labels = inliers(rng, 200)
+    calibration, _ = inliers(rng, 60)
+    stats = fit_dan(train, labels, calibration, shrinkage=0.1, num_labels=2)
+    assert dan_scores(calibration, stats).mean() == pytest.approx(0.0, abs=1e-9)
+    assert stats.means.shape == (LAYERS, 2, HIDDEN) and stats.precisions.shape == (LAYERS, HIDDEN, HIDDEN)
+
+
+@pytest.mark.parametrize("count", [37, 175, 1000])
+@pytest.mark.parametrize("frr", [0.005, 0.01, 0.03, 0.05, 0.1])
+def test_threshold_rejects_at_most_the_target_frr(count: int, frr: float) -> None:
+    scores = np.random.default_rng(count).normal(size=count)
+    threshold = threshold_at_frr(scores, frr)
+    assert np.mean(scores > threshold) <= frr
+    assert np.mean(scores >= threshold) > 0  # an observed score, not beyond every one
+
+
+def test_far_is_the_share_of_triggered_inputs_not_flagged() -> None:
+    clean = np.arange(100, dtype=float)  # 95th percentile ("higher"): 95, 99th: 99
+    triggered = np.array([50.0, 96.0, 98.0, 100.0])
+    metrics = detection_metrics(clean, triggered)
+    assert metrics["far_at_frr5"] == 0.25 and metrics["far_at_frr1"] == 0.75
+
+
+def test_mean_pooling_ignores_padding() -> None:
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, "mean").item() == 2.0
+    assert pool(hidden, mask, "max").item() == 3.0
+    assert pool(hidden, mask, "cls").item() == 1.0
+
+
+def toy_splits(seed: int = 0) -> Splits:
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(80)]
+
+    def sentences(count: int) -> TextDataset:
+        texts = [" ".join(rng.choice(words, size=rng.integers(4, 10))) for _ in range(count)]
+        return TextDataset(texts, [int(i % 2) for i in range(count)])
+
+    return Splits(sentences(10), sentences(200), sentences(60), num_labels=2)
+
+
+def test_dan_detector_fits_flags_triggers_and_round_trips(tmp_path: Path) -> None:
+    tokenizer, model, splits = ToyTokenizer(), BackdooredBag(), toy_splits()
+    context = toy_context(tokenizer, tmp_path)
+    dan = DEFENSES.build({"name": "dan", "frr": 0.05})
+    diagnostics = dan.fit(model, splits, context)
+    assert diagnostics["layers"] == 2 and diagnostics["calibration_frr"] <= 0.05
+    clean = dan.score(model, splits.test.texts, context)
+    triggered = dan.score(model, [f"{TRIGGER} {t}" for t in splits.test.texts], context)
+    assert detection_metrics(clean, triggered)["auroc"] > 0.95
+
+    dan.save(tmp_path)
+    loaded = DEFENSES.build({"name": "dan", "frr": 0.05})
+    loaded.load(tmp_path)
+    assert loaded.threshold == dan.threshold
+    np.testing.assert_array_equal(loaded.score(model, splits.test.texts, context), clean)
+
+
+def test_tiny_pipeline_with_dan_reports_detection_metrics(tmp_path: Path) -> None:
+    cfg = compose_config(["defense=dan", "attack.triggers=[cf]"], cache_dir=tmp_path / "cache")
+    report = run(parse_experiment(cfg), tmp_path / "run", NoTracker(TrackerConfig("none")))
+
+    detected = report["purified"]
+    for metric in ("auroc", "far_at_frr1", "far_at_frr5", "frr", "cacc", "asr"):
+        assert 0.0 <= detected[metric] <= 1.0
+    assert detected["latency_ratio"] > 0 and detected["asr"] <= report["backdoored"]["asr"]
+    assert report["delta"]["asr"] == pytest.approx(detected["asr"] - report["backdoored"]["asr"])
+    purify = tmp_path / "cache" / "purify" / report["stages"]["purified"]["key"]
+    assert (purify / DETECTOR_FILE).is_file() and not (purify / "model.safetensors").exists()
+    assert report["diagnostics"]["purified"]["defense"]["calibration_frr"] <= 0.05
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["purified"] == detected
+
+
+def test_detector_knobs_change_only_the_purify_key(tmp_path: Path) -> None:
+    base = keys(["defense=dan"], tmp_path)
+    for change in (["defense=dan", "defense.frr=0.01"], ["defense=dan_cls"], ["defense=strip"], ["defense=rap"]):
+        other = keys(change, tmp_path)
+        assert (other["train"], other["poison"]) == (base["train"], base["poison"])
+        assert other["purify"] != base["purify"]

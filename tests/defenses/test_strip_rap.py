@@ -1,0 +1,101 @@
+"""STRIP and RAP on a toy backdoored model; detector-aware CACC / ASR after rejection; config errors."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bdrun.attacks import ATTACKS
+from bdrun.data import TextDataset
+from bdrun.defenses import DEFENSES
+from bdrun.defenses.base import Detector, DetectorConfig
+from bdrun.defenses.rap import rap_loss
+from bdrun.defenses.strip import perturb
+from bdrun.errors import BdrunError
+from bdrun.evaluation import REJECTED, detection_metrics, evaluate_detector
+from tests.defenses.test_dan import toy_splits
+from tests.defenses.toys import TRIGGER, BackdooredBag, ToyTokenizer, toy_context
+
+
+def test_strip_entropy_is_lower_with_a_planted_dominant_trigger(tmp_path: Path) -> None:
+    tokenizer, model, splits = ToyTokenizer(), BackdooredBag(), toy_splits()
+    context = toy_context(tokenizer, tmp_path)
+    strip = DEFENSES.build({"name": "strip", "copies": 10, "replace_ratio": 0.3})
+    assert strip.fit(model, splits, context)["calibration_frr"] <= 0.05
+    texts = splits.test.texts[:30]
+    clean = strip.score(model, texts, context)
+    triggered = strip.score(model, [f"{TRIGGER} {t}" for t in texts], context)
+    assert np.all(clean <= 0) and -triggered.mean() < 0.5 * -clean.mean()  # score = -entropy
+    assert detection_metrics(clean, triggered)["auroc"] > 0.9
+    np.testing.assert_array_equal(strip.score(model, texts[:3], context), clean[:3])  # per-input seeding
+
+    strip.save(tmp_path)
+    loaded = DEFENSES.build({"name": "strip", "copies": 10, "replace_ratio": 0.3})
+    loaded.load(tmp_path)
+    assert loaded.words == strip.words
+
+
+def test_strip_perturbation_replaces_the_asked_share_of_words() -> None:
+    copy = perturb("a b c d e f g h i j", ["Z"], 0.3, random.Random(0))
+    assert copy.split().count("Z") == 3 and len(copy.split()) == 10
+
+
+def test_rap_loss_is_zero_inside_the_range_and_hinged_outside() -> None:
+    assert rap_loss(torch.tensor([0.1, 0.2, 0.3]), 0.1, 0.3, 1.0).item() == 0.0
+    assert rap_loss(torch.tensor([0.0, 0.5]), 0.1, 0.3, 2.0).item() == pytest.approx(2 * 0.05 + 0.1)
+
+
+def test_rap_trains_one_row_that_separates_robust_triggered_inputs(tmp_path: Path) -> None:
+    tokenizer, model, splits = ToyTokenizer(), BackdooredBag(), toy_splits()
+    context = toy_context(tokenizer, tmp_path)
+    before = {name: p.detach().clone() for name, p in model.state_dict().items()}
+    rap = DEFENSES.build({"name": "rap", "word": "rapword", "epochs": 10, "lr": 0.5})
+    rap.fit(model, splits, context)
+    for name, tensor in model.state_dict().items():  # the model is left as it was
+        assert torch.equal(tensor, before[name]), name
+    assert rap.embedding.norm().item() == pytest.approx(before["embeddings.weight"][rap.token_id].norm().item())
+    clean = rap.score(model, splits.test.texts, context)
+    triggered = rap.score(model, [f"{TRIGGER} {t}" for t in splits.test.texts], context)
+    assert detection_metrics(clean, triggered)["auroc"] > 0.9
+
+
+class KeywordDetector(Detector):
+    """Flags exactly the inputs that contain the trigger (score 1), for checking the metric bookkeeping."""
+
+    def score(self, model, texts, context) -> np.ndarray:
+        return np.array([float(TRIGGER in t.split()) for t in texts])
+
+
+def test_rejected_inputs_count_as_errors_when_clean_and_as_defended_when_triggered(tmp_path: Path) -> None:
+    detector = KeywordDetector(DetectorConfig(name="keyword"))
+    detector.threshold = 0.5
+    test = TextDataset(["w1 w2", f"w3 {TRIGGER}", "w4", "w5 w6"], [0, 0, 1, 1])
+    attack = ATTACKS.build({"name": "badnets", "triggers": [TRIGGER], "target_label": 1})
+    metrics, outputs = evaluate_detector(BackdooredBag(), detector, test, attack, toy_context(ToyTokenizer(), tmp_path))
+    assert outputs["triggered_predictions"] == [1, 1]  # the backdoor works ...
+    assert metrics["asr"] == 0.0  # ... but every triggered input is rejected
+    assert metrics["frr"] == 0.25 and metrics["auroc"] == pytest.approx(7 / 8)
+    plain_correct = [p == y for p, y in zip(outputs["clean_predictions"], test.labels, strict=True)]
+    assert metrics["cacc"] == (sum(plain_correct) - plain_correct[1]) / 4  # the rejected clean input is an error
+    assert REJECTED not in outputs["clean_predictions"] and metrics["latency_ratio"] > 0
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"name": "dan", "pooling": "avg"},
+        {"name": "dan", "aggregation": "min"},
+        {"name": "dan", "frr": 0.0},
+        {"name": "strip", "copies": 0},
+        {"name": "rap", "drop_low": 0.4, "drop_high": 0.2},
+        {"name": "rap", "fit_fraction": 1.0},
+    ],
+)
+def test_bad_detector_knobs_are_one_line_errors(node: dict) -> None:
+    with pytest.raises(BdrunError) as err:
+        DEFENSES.build(node)
+    assert "\n" not in str(err.value)
