@@ -61,31 +61,20 @@ class StageContext:
             loss_fn=loss_fn,
         )
 
+    def _batching(self) -> dict[str, Any]:
+        """How this run batches inference: the same for plain prediction and a detector's forward passes."""
+        return {
+            "max_length": self.model_config.max_length,
+            "batch_size": self.trainer.eval_batch_size,
+            "device": self.device,
+            "precision": self.trainer.precision,
+        }
+
     def predict(self, model: torch.nn.Module, texts: Sequence[str], desc: str = "predict") -> list[int]:
-        return predict(
-            model,
-            self.tokenizer,
-            texts,
-            max_length=self.model_config.max_length,
-            batch_size=self.trainer.eval_batch_size,
-            device=self.device,
-            precision=self.trainer.precision,
-            desc=desc,
-        )
+        return predict(model, self.tokenizer, texts, desc=desc, **self._batching())
 
     def forward(
         self, model: torch.nn.Module, texts: Sequence[str], reduce: Reduce, desc: str, **forward_args: Any
     ) -> torch.Tensor:
         """``reduce(output, batch)`` per text, batched like :meth:`predict` (see :func:`batch_outputs`)."""
-        return batch_outputs(
-            model,
-            self.tokenizer,
-            texts,
-            reduce,
-            max_length=self.model_config.max_length,
-            batch_size=self.trainer.eval_batch_size,
-            device=self.device,
-            precision=self.trainer.precision,
-            desc=desc,
-            **forward_args,
-        )
+        return batch_outputs(model, self.tokenizer, texts, reduce, desc=desc, **self._batching(), **forward_args)
