@@ -125,6 +125,8 @@ class Stages:
 
     def purify_key(self, suspect_key: str) -> str:
         defense = dataclasses.asdict(self.exp.defense.config)
+        if defense.get("optimizer", "set") is None:  # the run's optimizer, already in the key (self.training)
+            del defense["optimizer"]
         return stage_key("purify", suspect=suspect_key, defense=defense, seed=self.exp.seed, **self.training)
 
     def evaluate_key(self, model_key: str) -> str:

@@ -1,7 +1,9 @@
 """The training loop, written once and shared by every stage that trains (clean, poisoning, defenses).
 
-Read it top to bottom: tokenise, build optimizer and schedule, then for each epoch a seeded shuffle and one
-optimizer step per batch. Every ``checkpoint_every`` steps (and at the end of each epoch) the model, the
+Read it top to bottom: tokenise, build optimizer and schedule, let the optimizer prepare (Child-Tuning-D's
+Fisher pass), then for each epoch a seeded shuffle and one optimizer step per batch. The step gets a closure
+that computes the batch's gradients, so an optimizer that needs two passes (SAM) calls it twice and the loop
+never knows which optimizer it runs. Every ``checkpoint_every`` steps (and at the end of each epoch) the model, the
 optimizer, the schedule and the RNG state are written to ``checkpoint_dir``; a later call with the same
 arguments resumes from the newest complete checkpoint and produces the same weights as an uninterrupted run,
 because the data order is a function of (seed, epoch) and the dropout RNG state is restored.
@@ -131,27 +133,40 @@ def train(
     step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else 0
     model.train()
 
+    def batch_loss(rows: list[int]) -> torch.Tensor:
+        batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)
+        targets = labels[rows].to(device)
+        with autocast(device, config.precision):
+            if loss_fn is None:
+                return model(**batch, labels=targets).loss
+            return loss_fn(model(**batch).logits.float(), targets)
+
+    def batches(order: list[int]) -> list[list[int]]:
+        return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+    if step == 0:  # a fresh run (a resumed one restores what this computed from its checkpoint)
+        optimizer_spec.prepare(optimizer, model, (batch_loss(rows) for rows in batches(list(range(len(data))))))
+
     losses: list[float] = []
     seen, started = 0, time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(desc, total=total_steps, completed=step, info="")
         for epoch in range(step // steps_per_epoch, config.epochs):
-            order = epoch_order(len(data), seed, epoch)
+            epoch_batches = batches(epoch_order(len(data), seed, epoch))
             for batch_no in range(step % steps_per_epoch, steps_per_epoch):
-                rows = order[batch_no * config.batch_size : (batch_no + 1) * config.batch_size]
-                batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)
-                targets = labels[rows].to(device)
-                with autocast(device, config.precision):
-                    if loss_fn is None:
-                        loss = model(**batch, labels=targets).loss
-                    else:
-                        loss = loss_fn(model(**batch).logits.float(), targets)
-                loss.backward()
-                if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
+                rows = epoch_batches[batch_no]
+
+                def gradients(rows: list[int] = rows) -> torch.Tensor:
+                    """Zero the gradients, then one forward/backward pass; optimizers may call it twice (SAM)."""
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = batch_loss(rows)
+                    loss.backward()
+                    if config.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    return loss
+
+                loss = optimizer.step(gradients)
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
 
                 step += 1
                 seen += len(rows)
@@ -161,6 +176,7 @@ def train(
                 boundary = step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1
                 if checkpoint_dir and boundary and step < total_steps:
                     _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler)
+    optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - started
     model.eval()
     tail = losses[-steps_per_epoch:] or [float("nan")]

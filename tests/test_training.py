@@ -26,19 +26,22 @@ def setup():
     return load_tokenizer(MODEL), load_pretrained(MODEL, num_labels=2, seed=0), data
 
 
-def run_training(setup, checkpoint_dir: Path | None) -> torch.nn.Module:
+def run_training(setup, checkpoint_dir: Path | None, optimizer: str = "adamw") -> torch.nn.Module:
     tokenizer, pretrained, data = setup
     model = copy.deepcopy(pretrained)
     config = training.TrainerConfig(epochs=2, batch_size=8, checkpoint_every=4)
     training.train(
-        model, tokenizer, data, OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}), config,
+        model, tokenizer, data, OPTIMIZERS.build({"name": optimizer, "lr": 1e-3}), config,
         max_length=MODEL.max_length, device=torch.device("cpu"), seed=7, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     return model
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(setup, tmp_path: Path, monkeypatch) -> None:
-    reference = run_training(setup, None)
+# Every optimizer's own state (Child-Tuning-D's mask, GA-SAM's running gradient strength, the RNG behind
+# Child-Tuning-F's masks and SAM's second-pass dropout) must survive the checkpoint.
+@pytest.mark.parametrize("optimizer", ["adamw", "sam", "ga_sam", "child_tuning_d", "child_tuning_f"])
+def test_resume_after_interruption_matches_uninterrupted_run(setup, tmp_path: Path, monkeypatch, optimizer) -> None:
+    reference = run_training(setup, None, optimizer)
 
     real_save = training._save_checkpoint
     saves = []
@@ -51,11 +54,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(setup, tmp_path: Pa
 
     monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
-        run_training(setup, tmp_path)
+        run_training(setup, tmp_path, optimizer)
     monkeypatch.setattr(training, "_save_checkpoint", real_save)
     assert saves == [4, 6, 8]
 
-    resumed = run_training(setup, tmp_path)
+    resumed = run_training(setup, tmp_path, optimizer)
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     changed = any(not torch.equal(a, b) for a, b in zip(reference.parameters(), setup[1].parameters(), strict=True))

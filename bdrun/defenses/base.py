@@ -27,6 +27,7 @@ from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
 from bdrun.evaluation import threshold_at_frr
+from bdrun.optimizers import OPTIMIZERS
 
 DETECTOR_FILE = "detector.safetensors"
 
@@ -46,8 +47,13 @@ class CleanDataConfig(DefenseConfig):
     lr: float | None = None  # null: the optimizer group's lr
     e_pur: bool = False  # first reset the most suspicious word embeddings (E-PUR, bdrun/defenses/e_pur.py)
     e_pur_top_n: int = 100  # how many vocabulary rows E-PUR resets
+    # null: the run's optimizer group. A config of the optimizer group trains only this defense with another
+    # optimizer: ``+optimizer@defense.optimizer=ga_sam`` (then ``defense.optimizer.rho=0.1`` etc.).
+    optimizer: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.optimizer is not None:
+            OPTIMIZERS.parse(self.optimizer)  # bad knobs fail before any work
         check(self.clean_size > 0, f"defense.clean_size={self.clean_size} must be a positive fraction or count")
         check(self.epochs >= 1, f"defense.epochs={self.epochs} must be at least 1")
         check(self.lr is None or self.lr > 0, f"defense.lr={self.lr} must be positive (or null)")
@@ -91,6 +97,8 @@ class Purifier(Defense):
         from bdrun.defenses.e_pur import embedding_purification
 
         clean = clean_subset(splits, self.config.clean_size, context.seed)
+        if self.config.optimizer is not None:
+            context = dataclasses.replace(context, optimizer=OPTIMIZERS.build(self.config.optimizer))
         diagnostics: dict[str, Any] = {"clean_samples": len(clean)}
         if self.config.e_pur:
             pretrained = context.load_pretrained()

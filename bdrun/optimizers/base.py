@@ -2,11 +2,18 @@
 
 An optimizer entry builds the torch optimizer and its learning-rate schedule for whatever stage trains, so
 that clean training, poisoning and a defense's fine-tuning all take their optimizer from the same group.
+
+The training loop talks to every optimizer the same way: ``prepare`` once before a fresh run (Child-Tuning-D
+computes its Fisher mask there), then ``optimizer.step(gradients)`` per batch, where ``gradients()`` zeroes the
+gradients, runs one forward/backward pass and returns the loss. Plain torch optimizers call it once;
+:class:`SteppingWrapper` subclasses (Child-Tuning, SAM) change the gradients or take a second pass first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -55,6 +62,31 @@ def lr_schedule(optimizer: torch.optim.Optimizer, config: OptimizerConfig, total
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class SteppingWrapper(torch.optim.Optimizer):
+    """A torch optimizer that runs its own logic around an inner optimizer's update.
+
+    It shares the inner optimizer's ``param_groups``, so the learning-rate schedule reaches the inner update, and
+    its ``state_dict`` holds both the inner state and its own (``self.state``: masks, running averages), so a
+    checkpointed run resumes exactly.
+    """
+
+    def __init__(self, inner: torch.optim.Optimizer) -> None:
+        self.inner = inner
+        super().__init__([p for group in inner.param_groups for p in group["params"]], inner.defaults)
+        self.param_groups = inner.param_groups
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inner": self.inner.state_dict(), "own": super().state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict["own"])
+        self.inner.load_state_dict(state_dict["inner"])
+        self.param_groups = self.inner.param_groups  # both loads replace the group dicts: share them again
+
+
 class Optimizer:
     """Builds a torch optimizer and its schedule for one training run."""
 
@@ -64,6 +96,13 @@ class Optimizer:
     def make(self, groups: list[dict]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
+    def wrap(self, inner: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Child-Tuning and SAM wrap the plain optimizer here; the plain ones return it."""
+        return inner
+
+    def prepare(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, losses: Iterable[torch.Tensor]) -> None:
+        """Before the first step of a fresh run; ``losses`` yields one training batch's loss at a time."""
+
     def build(self, model: torch.nn.Module, total_steps: int):
-        optimizer = self.make(parameter_groups(model, self.config.weight_decay))
+        optimizer = self.wrap(self.make(parameter_groups(model, self.config.weight_decay)), model)
         return optimizer, lr_schedule(optimizer, self.config, total_steps)
