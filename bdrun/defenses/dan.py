@@ -14,6 +14,10 @@ Confirmed from the official code (lancopku/DAN), as summarised in METHODS.md:
   by the mean (default) or the max (``aggregation``; the official "min of negated z-scores" is the same max);
 - the threshold is the held-out clean scores' percentile at the target FRR (see :class:`Detector`).
 
+``top_layers`` (ours, not the paper's) restricts the ensemble to the uppermost k layers: on MiniLM the lower
+layers' scores carry little signal about a trigger and the mean over all layers dilutes the upper ones
+(docs/results/detectors.md shows how this was found and what it gives).
+
 Our reading: the distance is the *squared* Mahalanobis distance (as scikit-learn's ``mahalanobis`` returns);
 ranks within a layer are the same either way, only the z-normalised scale differs. The held-out part serves
 both the z-normalisation and the threshold, as in the official code.
@@ -47,9 +51,11 @@ class DanConfig(DetectorConfig):
     pooling: str = "mean"  # how a layer's token states become one vector: mean (over the mask), cls or max
     shrinkage: float = 0.1  # ShrunkCovariance's shrinkage toward a scaled identity
     aggregation: str = "mean"  # how the per-layer z-scores combine: mean or max (most anomalous layer)
+    top_layers: int | None = None  # use only the uppermost k layers; null: all layers (the paper's ensemble)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.top_layers is None or self.top_layers >= 1, f"defense.top_layers={self.top_layers} must be >= 1")
         check(self.pooling in POOLINGS, f"defense.pooling={self.pooling} is not supported; use {', '.join(POOLINGS)}")
         check(0.0 <= self.shrinkage <= 1.0, f"defense.shrinkage={self.shrinkage} must be in [0, 1], e.g. 0.1")
         check(
@@ -78,12 +84,15 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
 
-def layer_features(model: torch.nn.Module, texts: Sequence[str], context: StageContext, pooling: str) -> np.ndarray:
-    """Pooled hidden states of layers 1..L per text: (texts, L, hidden)."""
+def layer_features(
+    model: torch.nn.Module, texts: Sequence[str], context: StageContext, pooling: str, top_layers: int | None = None
+) -> np.ndarray:
+    """Pooled hidden states of layers 1..L (or the uppermost ``top_layers`` of them) per text: (texts, L, hidden)."""
 
     def reduce(output: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]
-        return torch.stack([pool(h.float(), mask, pooling) for h in output.hidden_states[1:]], dim=1)
+        layers = output.hidden_states[1:][-top_layers:] if top_layers else output.hidden_states[1:]
+        return torch.stack([pool(h.float(), mask, pooling) for h in layers], dim=1)
 
     return context.forward(model, texts, reduce, desc="dan features", output_hidden_states=True).numpy()
 
@@ -129,17 +138,17 @@ class Dan(Detector):
     def fit_scorer(
         self, model: torch.nn.Module, fitting: TextDataset, calibration: TextDataset, context: StageContext
     ) -> dict[str, Any]:
-        features = layer_features(model, fitting.texts, context, self.config.pooling)
-        held_out = layer_features(model, calibration.texts, context, self.config.pooling)
+        c = self.config
+        features = layer_features(model, fitting.texts, context, c.pooling, c.top_layers)
+        held_out = layer_features(model, calibration.texts, context, c.pooling, c.top_layers)
         num_labels = max(fitting.labels) + 1
         self.stats = fit_dan(features, fitting.labels, held_out, self.config.shrinkage, num_labels)
         return {"layers": int(features.shape[1]), "classes": int(self.stats.means.shape[1])}
 
     def score(self, model: torch.nn.Module, texts: Sequence[str], context: StageContext) -> np.ndarray:
         assert self.stats is not None, "fit or load the detector first"
-        return dan_scores(
-            layer_features(model, texts, context, self.config.pooling), self.stats, self.config.aggregation
-        )
+        c = self.config
+        return dan_scores(layer_features(model, texts, context, c.pooling, c.top_layers), self.stats, c.aggregation)
 
     def state(self) -> dict[str, torch.Tensor]:
         assert self.stats is not None, "fit the detector first"

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from bdrun.data import Splits, TextDataset
 from bdrun.defenses import DEFENSES
 from bdrun.defenses.base import DETECTOR_FILE
-from bdrun.defenses.dan import dan_scores, fit_dan, pool
+from bdrun.defenses.dan import dan_scores, fit_dan, layer_features, pool
 from bdrun.evaluation import detection_metrics, threshold_at_frr
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
@@ -140,3 +140,11 @@ def test_detector_knobs_change_only_the_purify_key(tmp_path: Path) -> None:
         other = keys(change, tmp_path)
         assert (other["train"], other["poison"]) == (base["train"], base["poison"])
         assert other["purify"] != base["purify"]
+
+
+def test_top_layers_keeps_the_uppermost_layers(pretrained, context) -> None:
+    texts = ["a fine film", "a dull and long film"]
+    every = layer_features(pretrained, texts, context, "cls")
+    top = layer_features(pretrained, texts, context, "cls", top_layers=1)
+    assert every.shape[1] == 2 and top.shape[1] == 1
+    assert np.array_equal(top[:, 0], every[:, -1])
