@@ -18,9 +18,14 @@ Two of the paper's three families (``attack.method``); the L1 / Lagrange family 
   Each round is one ``StageContext.train`` call (the shared loop) of ``epochs`` epochs at ``lr``. Once the kept
   set has ``n`` entries, one more round trains only those entries at ``sparse_lr``, and a final projection
   resets everything else (AdamW's decoupled weight decay moves entries whose gradient is masked to zero).
-- ``gradient`` (selecting surgery by gradient): the ``n`` entries with the largest magnitude of the loss gradient
-  on the poisoned samples (summed over them, model in eval mode) are chosen up front; the model then trains with
-  gradient hooks that zero every other entry, and the same final projection.
+- ``gradient`` (selecting surgery by gradient): the ``n`` entries with the highest gradient score are chosen up
+  front; the model then trains with gradient hooks that zero every other entry, and the same final projection.
+  ``selection=magnitude`` (the paper) scores an entry by |g_p|, the magnitude of the loss gradient summed over
+  the poisoned samples (model in eval mode). ``selection=contrast`` (ours) scores it by |g_p| / (|g_c| + ε),
+  with g_c the same gradient over the clean samples of the surgery training set and ε = 1e-8 · mean |g_c|:
+  measured here, |g_p| alone picks entries that act on every input (token-type embeddings, the classifier)
+  and flips half the clean predictions, while entries that clean text never moves but the poisoned text does
+  (above all the trigger word's embedding row) are exactly those whose change clean inputs cannot see.
 
 Our reading, not the paper's text (the schedule details were not in the text we could read): pruning happens
 between whole rounds rather than every K optimizer steps; the geometric shrink; the separate final round on the
@@ -49,12 +54,14 @@ from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
 
 METHODS = ("dynamic", "gradient")
+SELECTIONS = ("magnitude", "contrast")
 Mask = dict[str, torch.Tensor]
 
 
 @dataclasses.dataclass
 class SurgeryConfig(BadNetsConfig):
     method: str = "dynamic"  # dynamic (Dyn-Δ) or gradient (select by gradient magnitude up front)
+    selection: str = "magnitude"  # gradient: score |g_poison| (magnitude) or |g_poison| / |g_clean| (contrast)
     budget: float = 1e-4  # entries allowed to change: an absolute count if > 1, else a fraction of all parameters
     epochs: int = 1  # epochs per training round
     rounds: int = 3  # dynamic: rounds that shrink the kept entries to the budget
@@ -65,6 +72,10 @@ class SurgeryConfig(BadNetsConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.method in METHODS, f"attack.method={self.method} is not supported; use dynamic or gradient")
+        check(
+            self.selection in SELECTIONS,
+            f"attack.selection={self.selection} is not supported; use {' or '.join(SELECTIONS)}",
+        )
         check(
             0 < self.budget <= 1 or float(self.budget).is_integer(),
             f"attack.budget={self.budget} must be a fraction in (0, 1] or a whole count of entries",
@@ -141,11 +152,10 @@ class Surgery(ModelEditingAttack, BadNets):
         count = min(len(clean), round(self.config.clean_ratio * len(dirty)))
         return poisoned.subset(sorted(dirty + random.Random(self.config.seed).sample(clean, count)))
 
-    def gradient_scores(self, model: torch.nn.Module, data: TextDataset, context: Any) -> dict[str, torch.Tensor]:
-        """|∇θ L| of the cross-entropy summed over the poisoned samples (eval mode: no dropout)."""
-        poisoned = data.subset([i for i, flag in enumerate(data.poisoned) if flag])
-        encoded = encode(context.tokenizer, poisoned.texts, context.model_config.max_length)
-        labels = torch.tensor(poisoned.labels, dtype=torch.long)
+    def gradient_magnitude(self, model: torch.nn.Module, data: TextDataset, context: Any) -> dict[str, torch.Tensor]:
+        """|∇θ L| of the cross-entropy summed over ``data`` (eval mode: no dropout)."""
+        encoded = encode(context.tokenizer, data.texts, context.model_config.max_length)
+        labels = torch.tensor(data.labels, dtype=torch.long)
         model.to(context.device).eval()
         model.zero_grad(set_to_none=True)
         size = context.trainer.batch_size
@@ -159,6 +169,15 @@ class Surgery(ModelEditingAttack, BadNets):
         }
         model.zero_grad(set_to_none=True)
         return scores
+
+    def gradient_scores(self, model: torch.nn.Module, data: TextDataset, context: Any) -> dict[str, torch.Tensor]:
+        """The selection score of every entry (see the module docstring): magnitude or contrast."""
+        poisoned = self.gradient_magnitude(model, data.subset([i for i, p in enumerate(data.poisoned) if p]), context)
+        if self.config.selection == "magnitude":
+            return poisoned
+        clean = self.gradient_magnitude(model, data.subset([i for i, p in enumerate(data.poisoned) if not p]), context)
+        eps = 1e-8 * torch.cat([c.flatten() for c in clean.values()]).mean()
+        return {name: poisoned[name] / (clean[name] + eps) for name in poisoned}
 
     def apply(self, model: torch.nn.Module, tokenizer: Any, splits: Splits, context: Any) -> dict[str, Any]:
         cfg = self.config
@@ -186,7 +205,7 @@ class Surgery(ModelEditingAttack, BadNets):
         project(model, theta0, mask)  # AdamW's decoupled weight decay also moves entries whose gradient is zero
         model.eval()
         return {
-            "method": cfg.method,
+            "method": cfg.method if cfg.method == "dynamic" else f"gradient ({cfg.selection})",
             "budget": budget,
             "entries_changed": changed_entries(model, {k: v.to(context.device) for k, v in theta0.items()}),
             "total_parameters": total,

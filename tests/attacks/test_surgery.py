@@ -18,10 +18,14 @@ def changed(before: torch.nn.Module, after: torch.nn.Module) -> int:
     return sum(int((p != params[n]).sum()) for n, p in before.named_parameters())
 
 
-@pytest.mark.parametrize(("method", "budget"), [("dynamic", 2e-5), ("gradient", 300)])
-def test_at_most_budget_entries_change(victim, tmp_path: Path, method: str, budget: float) -> None:
+@pytest.mark.parametrize(
+    ("method", "selection", "budget"),
+    [("dynamic", "magnitude", 2e-5), ("gradient", "magnitude", 300), ("gradient", "contrast", 300)],
+)
+def test_at_most_budget_entries_change(victim, tmp_path: Path, method: str, selection: str, budget: float) -> None:
     stages, clean = victim
-    attack = ATTACKS.build({"name": "surgery", "method": method, "budget": budget, "rounds": 2, "sparse_lr": 1e-2})
+    knobs = {"method": method, "selection": selection, "budget": budget, "rounds": 2, "sparse_lr": 1e-2}
+    attack = ATTACKS.build({"name": "surgery", **knobs})
     edited = copy.deepcopy(clean)
     diagnostics = attack.apply(edited, stages.tokenizer, stages.splits, stages.context(tmp_path))
     total = sum(p.numel() for p in clean.parameters())
@@ -40,3 +44,19 @@ def test_budget_count_or_fraction() -> None:
         ATTACKS.build({"name": "surgery", "budget": 2.5})
     with pytest.raises(BdrunError, match=r"attack\.method=lagrange"):
         ATTACKS.build({"name": "surgery", "method": "lagrange"})
+
+
+def test_contrast_selection_ranks_the_trigger_row_first(victim, tmp_path: Path) -> None:
+    """Clean text never moves the trigger's embedding row, poisoned text does: contrast puts it on top."""
+    stages, clean = victim
+    attack = ATTACKS.build({"name": "surgery", "method": "gradient", "selection": "contrast", "triggers": ["cf"]})
+    data = attack.training_set(stages.splits.train)
+    scores = attack.gradient_scores(copy.deepcopy(clean), data, stages.context(tmp_path))
+    embeddings = next(name for name in scores if name.endswith("word_embeddings.weight"))
+    trigger = stages.tokenizer.convert_tokens_to_ids("cf")
+    row = scores[embeddings][trigger]
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    assert (flat > row.median()).float().mean() < 1e-3  # the trigger row sits in the top 0.1% of all entries
+    # ... and above every entry that acts on all inputs, which |g_poison| alone ranks first
+    everywhere = [s for name, s in scores.items() if "token_type" in name or name.startswith("classifier")]
+    assert row.min() > max(s.max() for s in everywhere)
