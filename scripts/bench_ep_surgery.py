@@ -30,6 +30,12 @@ RUNS = {
     "ep (data-free, Ling-Spam)": ["attack=ep", "attack.trigger=cf", "attack.data=free"],
     "surgery dynamic (budget 1e-4)": ["attack=surgery", "attack.method=dynamic", "attack.budget=1e-4"],
     "surgery gradient (budget 1e-4)": ["attack=surgery", "attack.method=gradient", "attack.budget=1e-4"],
+    "surgery gradient, contrast (budget 1e-4)": [
+        "attack=surgery",
+        "attack.method=gradient",
+        "attack.selection=contrast",
+        "attack.budget=1e-4",
+    ],
     "badnets (full poisoned fine-tuning)": ["attack=badnets", "attack.triggers=[cf]"],
 }
 
