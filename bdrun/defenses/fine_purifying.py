@@ -20,7 +20,10 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
   tying at infinity, so that among them the largest drift ranks first;
 - the classification head is scored and reset like every other tensor, against the run's seeded initial
   head (``include_head=true``, the head the suspect started from when this pipeline trained it);
-- default ``reset_fraction`` 0.1 is our choice for this CPU setting.
+- default ``reset_fraction`` 0.7: the same number of reset entries as ``fine_mixing``'s default (ρ = 0.3 of
+  the entries kept), so that the two defenses differ only in *which* entries they reset (random there, by the
+  indicator here), which is the comparison the paper draws. With 0.1 the backdoor survived here (AddSent ASR
+  100% after purification, docs/results/defenses.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ HEAD_PREFIX = "classifier."
 
 @dataclasses.dataclass
 class FinePurifyingConfig(CleanDataConfig):
-    reset_fraction: float = 0.1  # fraction of all entries reset to pre-trained, highest indicator first
+    reset_fraction: float = 0.7  # fraction of all entries reset to pre-trained, highest indicator first
     fisher_batch_size: int = 8  # clean samples per gradient in the Fisher estimate
     eps: float = 1e-3  # added to the Fisher, relative to its mean
     include_head: bool = True  # score and reset the classification head too (against its seeded init)
