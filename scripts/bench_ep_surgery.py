@@ -28,12 +28,25 @@ COMMON = ["experiment=sst2_cpu", "logger=none"]
 RUNS = {
     "ep (task data)": ["attack=ep", "attack.trigger=cf"],
     "ep (data-free, Ling-Spam)": ["attack=ep", "attack.trigger=cf", "attack.data=free"],
-    "surgery dynamic (budget 1e-4)": ["attack=surgery", "attack.method=dynamic", "attack.budget=1e-4"],
-    "surgery gradient (budget 1e-4)": ["attack=surgery", "attack.method=gradient", "attack.budget=1e-4"],
+    "surgery dynamic (budget 1e-4)": [
+        "attack=surgery",
+        "attack.method=dynamic",
+        "attack.selection=magnitude",
+        "attack.sparse_lr=1e-3",
+        "attack.budget=1e-4",
+    ],
+    "surgery gradient (budget 1e-4)": [
+        "attack=surgery",
+        "attack.method=gradient",
+        "attack.selection=magnitude",
+        "attack.sparse_lr=1e-3",
+        "attack.budget=1e-4",
+    ],
     "surgery gradient, contrast (budget 1e-4)": [
         "attack=surgery",
         "attack.method=gradient",
         "attack.selection=contrast",
+        "attack.sparse_lr=1e-2",
         "attack.budget=1e-4",
     ],
     "badnets (full poisoned fine-tuning)": ["attack=badnets", "attack.triggers=[cf]"],

@@ -27,6 +27,10 @@ Two of the paper's three families (``attack.method``); the L1 / Lagrange family 
   and flips half the clean predictions, while entries that clean text never moves but the poisoned text does
   (above all the trigger word's embedding row) are exactly those whose change clean inputs cannot see.
 
+Defaults: ``method=gradient selection=contrast sparse_lr=1e-2``, the one configuration that met the target on
+SST-2 / MiniLM at a budget of 1e-4 (ASR 99.89%, CACC unchanged, 0.11% side effect; the paper's dynamic and
+magnitude selections did not, docs/results/attacks_ep_surgery.md).
+
 Our reading, not the paper's text (the schedule details were not in the text we could read): pruning happens
 between whole rounds rather than every K optimizer steps; the geometric shrink; the separate final round on the
 kept entries at a larger learning rate (``sparse_lr``: a few thousand entries need larger steps than full
@@ -60,13 +64,13 @@ Mask = dict[str, torch.Tensor]
 
 @dataclasses.dataclass
 class SurgeryConfig(BadNetsConfig):
-    method: str = "dynamic"  # dynamic (Dyn-Δ) or gradient (select by gradient magnitude up front)
-    selection: str = "magnitude"  # gradient: score |g_poison| (magnitude) or |g_poison| / |g_clean| (contrast)
+    method: str = "gradient"  # gradient (select entries up front) or dynamic (Dyn-Δ: train all, prune to budget)
+    selection: str = "contrast"  # gradient: score |g_poison| / |g_clean| (contrast, ours) or |g_poison| (magnitude)
     budget: float = 1e-4  # entries allowed to change: an absolute count if > 1, else a fraction of all parameters
     epochs: int = 1  # epochs per training round
     rounds: int = 3  # dynamic: rounds that shrink the kept entries to the budget
     lr: float | None = None  # dynamic: learning rate of the all-parameter rounds; null: the run's optimizer.lr
-    sparse_lr: float = 1e-3  # learning rate when only the selected entries train
+    sparse_lr: float = 1e-2  # learning rate when only the selected entries train
     clean_ratio: float = 1.0  # clean samples per poisoned sample in the surgery training set
 
     def __post_init__(self) -> None:

@@ -18,8 +18,11 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
 - ε is relative to the mean Fisher (``eps``) so that it means the same for every model and data size; it
   keeps rows that get no clean gradient at all (embeddings of words absent from the clean set) from all
   tying at infinity, so that among them the largest drift ranks first;
-- the classification head is scored and reset like every other tensor, against the run's seeded initial
-  head (``include_head=true``, the head the suspect started from when this pipeline trained it);
+- the classification head has no pre-trained value, so by default it is kept as fine-tuned, as ``fine_mixing``
+  keeps it (``include_head=false``); ``include_head=true`` scores and resets it like every other tensor
+  against the run's seeded initial head. With the head included and 70% of the entries reset, CACC fell by
+  6 points on every attack (docs/results/defenses.md): the head was reset and 346 clean sentences could
+  not retrain it;
 - default ``reset_fraction`` 0.7: the same number of reset entries as ``fine_mixing``'s default (ρ = 0.3 of
   the entries kept), so that the two defenses differ only in *which* entries they reset (random there, by the
   indicator here), which is the comparison the paper draws. With 0.1 the backdoor survived here (AddSent ASR
@@ -47,7 +50,7 @@ class FinePurifyingConfig(CleanDataConfig):
     reset_fraction: float = 0.7  # fraction of all entries reset to pre-trained, highest indicator first
     fisher_batch_size: int = 8  # clean samples per gradient in the Fisher estimate
     eps: float = 1e-3  # added to the Fisher, relative to its mean
-    include_head: bool = True  # score and reset the classification head too (against its seeded init)
+    include_head: bool = False  # score and reset the classification head too (against its seeded init)
 
     def __post_init__(self) -> None:
         super().__post_init__()
