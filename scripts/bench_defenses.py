@@ -1,13 +1,13 @@
 """The defense benchmark: attacks (BadNets, AddSent, EP) × purification defenses on SST-2 with MiniLM.
 
-Each attack is ONE Hydra multirun over the defenses, so the attack is poisoned once and every defense starts
-from the same cached backdoored model. Each job's ``metrics.json`` is collected into a markdown table of
-CACC / ASR (in %), written between the ``bench`` markers of ``--out`` (text around them is kept).
+The whole table is ONE Hydra multirun over attacks × defenses, and every attack is poisoned once: the stage
+cache gives every defense of an attack the same backdoored model. Each job's ``metrics.json`` is collected into
+a markdown table of CACC / ASR (in %), written between the ``bench`` markers of ``--out`` (text around them is
+kept).
 
     BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_defenses.py --out docs/results/defenses.md
 
-An attack whose config is missing (``conf/attack/ep.yaml`` before the EP branch is merged) is reported as not
-available. Extra arguments after ``--`` go to every bdrun command (e.g. ``-- dataset.max_samples.train=500``).
+Extra arguments after ``--`` go to the bdrun command (e.g. ``-- dataset.max_samples.train=500``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = ["experiment=sst2_cpu", "logger=none"]  # clean set: the defenses' default clean_size=0.05 (5%)
-ATTACKS = {
-    "badnets": ("BadNets (cf)", ["attack=badnets", "attack.triggers=[cf]"]),
-    "addsent": ("AddSent", ["attack=addsent"]),
-    "ep": ("EP (cf)", ["attack=ep", "attack.trigger=cf"]),
-}
+ATTACKS = {"badnets_cf": "BadNets (cf)", "addsent": "AddSent", "ep": "EP (cf)"}  # attack choice: table label
 DEFENSES = [
     "none",
     "fine_tuning",
@@ -41,9 +37,10 @@ DEFENSES = [
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
-def multirun(attack: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
-    """One bdrun multirun over the defenses; returns the command and its wall time."""
-    args = ["-m", *PRESET, *attack, f"defense={','.join(defenses)}", f"hydra.sweep.dir={sweep_dir}", *extra]
+def multirun(attacks: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
+    """One bdrun multirun over attacks × defenses; returns the command and its wall time."""
+    sweep = [f"attack={','.join(attacks)}", f"defense={','.join(defenses)}"]
+    args = ["-m", *PRESET, *sweep, f"hydra.sweep.dir={sweep_dir}", *extra]
     started = time.time()
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -52,13 +49,13 @@ def multirun(attack: list[str], defenses: list[str], sweep_dir: Path, extra: lis
     return ["bdrun", *args], time.time() - started
 
 
-def collect(sweep_dir: Path) -> dict[str, dict]:
-    """metrics.json of every job in the sweep, by its defense= override."""
-    found = {}
+def collect(sweep_dir: Path) -> dict[str, dict[str, dict]]:
+    """metrics.json of every finished job of the sweep, by attack and then defense override."""
+    found: dict[str, dict[str, dict]] = {}
     for metrics in sweep_dir.glob("*/metrics.json"):
         overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text())
-        defense = next(o.split("=", 1)[1] for o in overrides if o.startswith("defense="))
-        found[defense] = json.loads(metrics.read_text())
+        choice = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("attack", "defense"))
+        found.setdefault(choice["attack"], {})[choice["defense"]] = json.loads(metrics.read_text())
     return found
 
 
@@ -74,7 +71,7 @@ def cell(report: dict | None) -> list[str]:
 
 
 def table(results: dict[str, dict[str, dict] | None], defenses: list[str]) -> list[str]:
-    names = [ATTACKS[a][0] for a in results]
+    names = [ATTACKS[a] for a in results]
     lines = [
         "| defense | " + " | ".join(f"{n} CACC | {n} ASR" for n in names) + " |",
         "|---|" + "---|---|" * len(names),
@@ -100,7 +97,7 @@ def e_pur_suspects(results: dict[str, dict[str, dict] | None]) -> list[str]:
         if report:
             suspects = report["diagnostics"]["purified"]["defense"]["e_pur"]["top_suspects"][:5]
             shown = ", ".join(f"`{s['token']}` ({s['score']:.3g}, freq {s['clean_freq']})" for s in suspects)
-            lines.append(f"- {ATTACKS[attack][0]}: {shown}")
+            lines.append(f"- {ATTACKS[attack]}: {shown}")
     return lines
 
 
@@ -124,23 +121,18 @@ def main() -> None:
     args = parser.parse_args()
 
     root = args.collect or REPO / "outputs" / "multirun" / "bench_defenses" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    defenses = args.defenses.split(",")
-    results: dict[str, dict[str, dict] | None] = {}
-    commands, notes = [], []
-    for attack in args.attacks.split(","):
-        label, overrides = ATTACKS[attack]
-        if not (REPO / "conf" / "attack" / f"{attack}.yaml").exists():
-            results[attack] = None
-            notes.append(f"- {label}: not available in this checkout (no conf/attack/{attack}.yaml).")
-            continue
-        if args.collect:
-            results[attack] = collect(root / attack)
-            notes += [f"- {label}: {len(results[attack])} of {len(defenses)} jobs finished."]
-            continue
-        command, seconds = multirun(overrides, defenses, root / attack, args.extra)
-        results[attack] = collect(root / attack)
+    attacks, defenses = args.attacks.split(","), args.defenses.split(",")
+    commands = []
+    if not args.collect:
+        command, seconds = multirun(attacks, defenses, root, args.extra)
         commands.append(f"`{' '.join(command)}`  ({seconds / 60:.0f} min)")
-        print(f"{label}: {len(results[attack])} jobs in {seconds / 60:.1f} min", flush=True)
+    found = collect(root)
+    results = {attack: found.get(attack, {}) for attack in attacks}
+    notes = [
+        f"- {ATTACKS[a]}: {len(results[a])} of {len(defenses)} jobs finished."
+        for a in attacks
+        if len(results[a]) < len(defenses)
+    ]
 
     lines = ["CACC / ASR in %, SST-2 test set, MiniLM-L6 (`experiment=sst2_cpu`), clean set = 5% of training.", ""]
     lines += table(results, defenses)
@@ -148,7 +140,7 @@ def main() -> None:
         lines += ["", "E-PUR top suspects (score, clean-set frequency):", *suspects]
     if notes:
         lines += ["", *notes]
-    lines += ["", f"Generated by `python scripts/bench_defenses.py {' '.join(sys.argv[1:])}`; multiruns:", ""]
+    lines += ["", f"Generated by `python scripts/bench_defenses.py {' '.join(sys.argv[1:])}`, which ran:", ""]
     lines += [f"- {c}" for c in commands]
     body = "\n".join(lines)
     print(body)

@@ -97,3 +97,8 @@ def test_same_seed_gives_identical_metrics_from_scratch(tmp_path: Path) -> None:
         for n in ("a", "b")
     ]
     assert weights[0] == weights[1]
+
+
+def test_badnets_cf_preset_is_badnets_with_the_cf_trigger(tmp_path: Path) -> None:
+    """The sweepable preset and the explicit override share a cache key, so either reuses the other's models."""
+    assert keys(["attack=badnets_cf"], tmp_path) == keys(["attack=badnets", "attack.triggers=[cf]"], tmp_path)

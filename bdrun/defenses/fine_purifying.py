@@ -20,13 +20,12 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
   tying at infinity, so that among them the largest drift ranks first;
 - the classification head has no pre-trained value, so by default it is kept as fine-tuned, as ``fine_mixing``
   keeps it (``include_head=false``); ``include_head=true`` scores and resets it like every other tensor
-  against the run's seeded initial head. With the head included and 70% of the entries reset, CACC fell by
-  6 points on every attack (docs/results/defenses.md): the head was reset and 346 clean sentences could
-  not retrain it;
-- default ``reset_fraction`` 0.7: the same number of reset entries as ``fine_mixing``'s default (ρ = 0.3 of
-  the entries kept), so that the two defenses differ only in *which* entries they reset (random there, by the
-  indicator here), which is the comparison the paper draws. With 0.1 the backdoor survived here (AddSent ASR
-  100% after purification, docs/results/defenses.md).
+  against the run's seeded initial head (measured: the same CACC and ASR within 0.1 points on BadNets and
+  AddSent at a 70% reset);
+- default ``reset_fraction`` 0.5, measured on the SST-2 benchmark's BadNets model among 0.1 / 0.3 / 0.5 / 0.7
+  (CACC / ASR after purification: 0.1 left AddSent's backdoor at 100% ASR; 0.3 → 86.4 / 39.8; 0.5 → 85.4 /
+  15.8; 0.7 → 81.8 / 16.2). 0.5 is the largest reset whose clean accuracy stays within 3 points of the clean
+  model, a rule that needs no poisoned data (docs/results/defenses.md).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ HEAD_PREFIX = "classifier."
 
 @dataclasses.dataclass
 class FinePurifyingConfig(CleanDataConfig):
-    reset_fraction: float = 0.7  # fraction of all entries reset to pre-trained, highest indicator first
+    reset_fraction: float = 0.5  # fraction of all entries reset to pre-trained, highest indicator first
     fisher_batch_size: int = 8  # clean samples per gradient in the Fisher estimate
     eps: float = 1e-3  # added to the Fisher, relative to its mean
     include_head: bool = False  # score and reset the classification head too (against its seeded init)
