@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from bdrun.cli import CONF_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("BDRUN_DATA_DIR", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("BDRUN_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 # A 2-layer MiniLM on a few dozen short sentences: a whole pipeline in seconds on a CPU.
 TINY = [
