@@ -66,6 +66,7 @@ class ChildTuningStep(SteppingWrapper):
         self.decay = [group.pop("decay") for group in inner.param_groups]
         super().__init__(inner)
         self.masked = masked
+        self.masked_ids = {id(param) for param in masked}
         self.mode = mode
         self.p = p
 
@@ -73,11 +74,10 @@ class ChildTuningStep(SteppingWrapper):
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         with torch.enable_grad():
             loss = closure()
-        masked = {id(param) for param in self.masked}
         for group, decay in zip(self.param_groups, self.decay, strict=True):
             for param in group["params"]:
                 mask = None
-                if id(param) in masked:
+                if id(param) in self.masked_ids:
                     mask = self.state[param]["mask"] if self.mode == "D" else self._bernoulli(param)
                 if param.grad is not None and mask is not None:
                     param.grad.mul_(mask if self.mode == "D" else mask / self.p)
