@@ -40,8 +40,20 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
         load_weights(load_pretrained(three_layers, num_labels=2, seed=0), tmp_path / "model.safetensors")
 
 
-def test_hub_model_without_network_is_a_clear_error(monkeypatch) -> None:
+def offline(monkeypatch) -> None:
+    """The hub libraries read HF_HUB_OFFLINE at import time; set their constants too (no slow retries)."""
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+
+
+def test_hub_model_without_network_is_a_clear_error(monkeypatch) -> None:
+    offline(monkeypatch)
     with pytest.raises(BdrunError, match="without network use model=minilm"):
         load_tokenizer(ModelConfig(name="bert_base", path="bdrun-test/no-such-model"))
 
@@ -62,8 +74,7 @@ def test_hub_dataset_columns_and_labels_are_checked(monkeypatch) -> None:
 
 
 def test_hub_dataset_without_network_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    offline(monkeypatch)
     config = DatasetConfig(name="hub", format="hub", location="bdrun-test/no-such-dataset",
                            files={"train": ["train"], "dev": ["validation"], "test": ["validation"]})  # fmt: skip
     with pytest.raises(BdrunError, match="could not load hub dataset"):
