@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_defenses import write
+from bench_defenses import publish
 
 REPO = Path(__file__).resolve().parent.parent
 OPTIMIZERS = ["adamw", "child_tuning_d", "child_tuning_f", "sam", "ga_sam"]
@@ -122,10 +122,7 @@ def main() -> None:
         f"- `{' '.join(clean_cmd)}`",
         f"- `{' '.join(badnets_cmd)}`",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if args.out:
-        write(args.out, body)
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
