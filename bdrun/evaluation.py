@@ -5,8 +5,10 @@ insert the trigger (seeded), and count the fraction predicted as the target. Sam
 the target class never count, so an ASR cannot be inflated by inputs the model would call "target" anyway.
 
 Online detectors (``defense.kind == "detector"``) are scored on the same two input sets: clean test inputs
-(negatives) against triggered non-target test inputs (positives). A rejected input gets the prediction
-:data:`REJECTED`, so a rejected clean input is an error and a rejected triggered input is not a success.
+(negatives) against triggered non-target test inputs (positives). A detector screens only the inputs the model
+assigns to its protected label (:meth:`Detector.screened`), so AUROC, FAR and FRR are computed on those, as the
+DAN and RAP papers do. A rejected input gets the prediction :data:`REJECTED`, so a rejected clean input is an
+error and a rejected triggered input is not a success; CACC and ASR after rejection count every input.
 """
 
 from __future__ import annotations
@@ -186,15 +188,17 @@ def evaluate_detector(
     started = time.perf_counter()
     scores = {name: detector.score(model, texts, context) for name, texts in inputs.items()}
     detector_seconds = time.perf_counter() - started
+    screened = {name: detector.screened(predictions[name]) for name in inputs}
+    flagged = {name: screened[name] & (scores[name] > detector.threshold) for name in inputs}
     kept = {
-        name: [REJECTED if s > detector.threshold else p for p, s in zip(predictions[name], scores[name], strict=True)]
-        for name in inputs
+        name: [REJECTED if f else p for p, f in zip(predictions[name], flagged[name], strict=True)] for name in inputs
     }
     count = sum(len(texts) for texts in inputs.values())
     metrics = {
         "cacc": accuracy(kept["clean"], test.labels),
         "test_samples": float(len(test)),
-        "frr": float(np.mean(scores["clean"] > detector.threshold)),
+        "screened_clean": float(screened["clean"].sum()),
+        "frr": float(flagged["clean"][screened["clean"]].mean()) if screened["clean"].any() else 0.0,
         "threshold": detector.threshold,
         "plain_ms_per_input": 1000 * plain_seconds / count,
         "detector_ms_per_input": 1000 * detector_seconds / count,
@@ -203,7 +207,11 @@ def evaluate_detector(
     if triggered:
         metrics["asr"] = attack_success_rate(kept["triggered"], attack.target_label)
         metrics["asr_samples"] = float(len(triggered))
-        metrics.update(detection_metrics(scores["clean"], scores["triggered"]))
+        metrics["screened_triggered"] = float(screened["triggered"].sum())
+        if screened["clean"].any() and screened["triggered"].any():  # AUROC needs both kinds of input
+            metrics.update(
+                detection_metrics(scores["clean"][screened["clean"]], scores["triggered"][screened["triggered"]])
+            )
     outputs = {
         f"{name}_{kind}": values
         for name in inputs

@@ -31,19 +31,21 @@ PRESET = ["experiment=sst2_cpu", "logger=none"]
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
 PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment=sst2_cpu`)
 
-Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs).
-AUROC: scikit-learn's `roc_auc_score` on the detector scores. FAR@FRR x%: share of triggered inputs not flagged
-at the threshold that rejects x% of the clean test inputs. Test FRR, CACC and ASR (after rejection) use the
-threshold fitted on the held-out 20% of the clean dev set for a 5% FRR; a rejected clean input counts as an
-error, a rejected triggered input as defended. ms/input: plain prediction vs the detector's scoring of the same
-inputs in the same run; cost × = their ratio (DAN runs its own forward pass with every hidden state; deployed
-beside the classifier it would reuse the classifier's pass, so its true added cost is lower).
+Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs). As in
+the DAN and RAP papers, a detector screens only the inputs the model predicts as the protected label (the
+attack's target, `defense.protect_label`); any other prediction cannot be a backdoor success and passes. AUROC
+(scikit-learn's `roc_auc_score`), FAR and test FRR are therefore computed on the screened inputs ("screened"
+column: clean / triggered). FAR@FRR x%: share of screened triggered inputs not flagged at the threshold that
+rejects x% of the screened clean test inputs. Test FRR, CACC and ASR (after rejection, over all inputs) use the
+threshold fitted on the screened inputs of the held-out 20% of the clean dev set for a 5% FRR; a rejected clean
+input counts as an error, a rejected triggered input as defended. ms/input: plain prediction vs the detector's
+scoring of the same inputs (all of them, screened or not) in the same run; cost × = their ratio.
 `dan` is DAN with the paper's default mean token pooling, `dan_cls` the same with [CLS] pooling.
 """
 HEADER = [
-    "| attack | detector | AUROC | FAR@FRR1% | FAR@FRR5% | test FRR | CACC | ASR (before → after) "
+    "| attack | detector | screened | AUROC | FAR@FRR1% | FAR@FRR5% | test FRR | CACC | ASR (before → after) "
     "| ms/input (plain / detector) | cost × |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -69,7 +71,8 @@ def rows(name: str, sweep_dir: Path) -> list[str]:
         report = OmegaConf.to_container(OmegaConf.load(job / "metrics.json"))
         det, before = report["purified"], report["backdoored"]
         lines.append(
-            f"| {name} | {defense} | {pct(det.get('auroc'))} | {pct(det.get('far_at_frr1'))} "
+            f"| {name} | {defense} | {det['screened_clean']:.0f} / {det.get('screened_triggered', 0):.0f} "
+            f"| {pct(det.get('auroc'))} | {pct(det.get('far_at_frr1'))} "
             f"| {pct(det.get('far_at_frr5'))} | {pct(det['frr'])} | {pct(det['cacc'])} "
             f"| {pct(before.get('asr'))} → {pct(det.get('asr'))} "
             f"| {det['plain_ms_per_input']:.1f} / {det['detector_ms_per_input']:.1f} | {det['latency_ratio']:.2f} |"

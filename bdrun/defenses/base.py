@@ -123,11 +123,18 @@ class Purifier(Defense):
 class DetectorConfig(DefenseConfig):
     """Knobs shared by online detectors: the clean dev set is split into a fitting and a calibration part."""
 
-    frr: float = 0.05  # target false-rejection rate on the calibration part; sets the threshold
+    # The class the defender protects (the configs set it to the attack's target label): only inputs the model
+    # assigns to it are screened, as in the DAN and RAP papers' protocol. null: screen every input.
+    protect_label: int | None = 1
+    frr: float = 0.05  # target false-rejection rate on the screened calibration inputs; sets the threshold
     fit_fraction: float = 0.8  # share of the (shuffled, seeded) dev set used for fitting; the rest calibrates
     test_subset: int | None = None  # score only a seeded subset of this many test samples (costly detectors)
 
     def __post_init__(self) -> None:
+        check(
+            self.protect_label is None or self.protect_label >= 0,
+            f"defense.protect_label={self.protect_label} must be a class index (or null to screen every input)",
+        )
         check(0.0 < self.frr < 1.0, f"defense.frr={self.frr} must be a fraction in (0, 1), e.g. 0.05")
         check(0.0 < self.fit_fraction < 1.0, f"defense.fit_fraction={self.fit_fraction} must be in (0, 1), e.g. 0.8")
         check(
@@ -151,8 +158,14 @@ def split_dev(dev: TextDataset, fit_fraction: float, seed: int) -> tuple[TextDat
 class Detector(Defense):
     """An online defense: flags inputs whose score exceeds a threshold fitted for a target FRR.
 
-    Subclasses implement :meth:`fit_scorer`, :meth:`score` and their state as a dict of tensors; :meth:`fit`
-    splits the dev set and calibrates the threshold on the held-out part, identically for every detector.
+    Only inputs that the model assigns to ``protect_label`` are screened: any other prediction cannot be a
+    backdoor success, so the detector lets it through. This is the protocol of the DAN and RAP papers (both
+    official evaluations keep only the test inputs predicted as the protected label, clean and triggered
+    alike), and applying it here to every detector keeps the comparison fair.
+
+    Subclasses implement :meth:`fit_scorer`, :meth:`score` (every input, screened or not) and their state as a
+    dict of tensors; :meth:`fit` splits the dev set and calibrates the threshold on the screened held-out
+    inputs, identically for every detector.
     """
 
     kind = "detector"
@@ -167,14 +180,28 @@ class Detector(Defense):
         fitting, calibration = split_dev(splits.dev, self.config.fit_fraction, context.seed)
         diagnostics = self.fit_scorer(model, fitting, calibration, context)
         scores = self.score(model, calibration.texts, context)
-        self.threshold = threshold_at_frr(scores, self.config.frr)
+        screened = self.screened(context.predict(model, calibration.texts, desc="calibration predict"))
+        check(
+            bool(screened.any()),
+            f"no calibration input is predicted as defense.protect_label={self.config.protect_label}; "
+            "set it to the attack's target label (or null to screen every input)",
+        )
+        self.threshold = threshold_at_frr(scores[screened], self.config.frr)
         return {
             **diagnostics,
             "fit_samples": len(fitting),
             "calibration_samples": len(calibration),
+            "calibration_screened": int(screened.sum()),
             "threshold": self.threshold,
-            "calibration_frr": float(np.mean(scores > self.threshold)),
+            "calibration_frr": float(np.mean(scores[screened] > self.threshold)),
         }
+
+    def screened(self, predictions: Sequence[int]) -> np.ndarray:
+        """Which inputs the detector screens, from the model's predictions: those of the protected label."""
+        predicted = np.asarray(predictions)
+        if self.config.protect_label is None:
+            return np.ones(len(predicted), dtype=bool)
+        return predicted == self.config.protect_label
 
     def fit_scorer(
         self, model: torch.nn.Module, fitting: TextDataset, calibration: TextDataset, context: StageContext

@@ -17,10 +17,8 @@ Our reading of the paper and the official ``rap_defense.py`` / ``evaluate_rap_pe
 - only the word's embedding row changes, by a manual step ``row −= lr · grad[row]`` (lr 1e-2) and a rescale
   to its original norm after every step; like the authors (who follow EP here) we never zero the gradients,
   so they accumulate; batch 32, 5 epochs, the model in train mode (dropout on) as in their loop;
-- the score and the threshold only concern inputs that the model assigns to the protect label
-  (p_protect > 0.5). Any other input cannot be a backdoor success, so it is never flagged: its score is −1,
-  the lowest possible. The threshold is the percentile at the target FRR of the calibration part's scores
-  (all of it, so the FRR is over all clean inputs).
+- only inputs that the model assigns to the protect label are screened (the shared detector protocol,
+  :class:`~bdrun.defenses.base.Detector`); RAP needs that label for training, so it cannot be null here.
 
 The word must be a single wordpiece and must not be the attack's trigger (default ``mb``: BadNets and EP here
 use ``cf``, the authors' own RAP word).
@@ -46,13 +44,10 @@ from bdrun.errors import check
 from bdrun.training import epoch_order
 from bdrun.triggers import insert_words
 
-UNFLAGGED = -1.0  # the score of an input not assigned to the protect label (lowest possible: a drop of 1)
-
 
 @dataclasses.dataclass
 class RapConfig(DetectorConfig):
     word: str = "mb"  # the RAP word: one rare wordpiece, not the attack's trigger
-    protect_label: int = 1  # the class the defender protects (the usual target label)
     drop_low: float = 0.1  # clean inputs' protect-probability drop should be at least this ...
     drop_high: float = 0.3  # ... and at most this
     scale_factor: float = 1.0  # λ: weight of the "drop at least drop_low" term
@@ -63,7 +58,7 @@ class RapConfig(DetectorConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(len(self.word.split()) == 1, f"defense.word='{self.word}' must be one word")
-        check(self.protect_label >= 0, f"defense.protect_label={self.protect_label} must be a class index")
+        check(self.protect_label is not None, "defense=rap needs defense.protect_label (the class it protects)")
         check(
             0.0 <= self.drop_low <= self.drop_high <= 1.0,
             f"defense.drop_low={self.drop_low} / drop_high={self.drop_high} must satisfy 0 <= low <= high <= 1",
@@ -157,7 +152,7 @@ class Rap(Detector):
         before = context.forward(model, texts, self._protect_probability, desc="rap plain").numpy()
         with self._rap_row(model):
             after = context.forward(model, self._with_word(texts), self._protect_probability, desc="rap word").numpy()
-        return np.where(before > 0.5, -(before - after), UNFLAGGED)
+        return after - before  # minus the drop: a small drop (a robust input) is suspicious
 
     def state(self) -> dict[str, torch.Tensor]:
         assert self.embedding is not None, "fit the detector first"

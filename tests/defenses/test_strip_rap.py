@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from bdrun.attacks import ATTACKS
 from bdrun.data import TextDataset
@@ -58,8 +59,11 @@ def test_rap_trains_one_row_that_separates_robust_triggered_inputs(tmp_path: Pat
     for name, tensor in model.state_dict().items():  # the model is left as it was
         assert torch.equal(tensor, before[name]), name
     assert rap.embedding.norm().item() == pytest.approx(before["embeddings.weight"][rap.token_id].norm().item())
-    clean = rap.score(model, splits.test.texts, context)
-    triggered = rap.score(model, [f"{TRIGGER} {t}" for t in splits.test.texts], context)
+    texts = splits.test.texts
+    screened = rap.screened(context.predict(model, texts))  # the clean inputs RAP protects: predicted as 1
+    assert 0 < screened.sum() < len(texts)
+    clean = rap.score(model, texts, context)[screened]
+    triggered = rap.score(model, [f"{TRIGGER} {t}" for t in texts], context)
     assert detection_metrics(clean, triggered)["auroc"] > 0.9
 
 
@@ -71,7 +75,7 @@ class KeywordDetector(Detector):
 
 
 def test_rejected_inputs_count_as_errors_when_clean_and_as_defended_when_triggered(tmp_path: Path) -> None:
-    detector = KeywordDetector(DetectorConfig(name="keyword"))
+    detector = KeywordDetector(DetectorConfig(name="keyword", protect_label=None))  # screens every input
     detector.threshold = 0.5
     test = TextDataset(["w1 w2", f"w3 {TRIGGER}", "w4", "w5 w6"], [0, 0, 1, 1])
     attack = ATTACKS.build({"name": "badnets", "triggers": [TRIGGER], "target_label": 1})
@@ -84,6 +88,30 @@ def test_rejected_inputs_count_as_errors_when_clean_and_as_defended_when_trigger
     assert REJECTED not in outputs["clean_predictions"] and metrics["latency_ratio"] > 0
 
 
+def test_only_inputs_predicted_as_the_protected_label_are_screened(tmp_path: Path) -> None:
+    test = TextDataset(["w1 w2", f"w3 {TRIGGER}", "w4", "w5 w6", "w7 w8 w9", "w10"], [0, 0, 1, 1, 0, 1])
+    attack = ATTACKS.build({"name": "badnets", "triggers": [TRIGGER], "target_label": 1})
+    context = toy_context(ToyTokenizer(), tmp_path)
+    # Protecting class 0: the triggered inputs (predicted 1) pass unscreened, so nothing is defended.
+    detector = KeywordDetector(DetectorConfig(name="keyword", protect_label=0))
+    detector.threshold = 0.5
+    metrics, outputs = evaluate_detector(BackdooredBag(), detector, test, attack, context)
+    assert outputs["clean_predictions"][1] == 1 and set(outputs["triggered_predictions"]) == {1}
+    assert metrics["asr"] == 1.0 and metrics["screened_triggered"] == 0 and "auroc" not in metrics
+    assert metrics["frr"] == 0.0  # "w3 cf" scores 1 but is predicted 1: not screened, not rejected
+    assert metrics["screened_clean"] == outputs["clean_predictions"].count(0)
+
+    # Protecting class 1: AUROC is computed on the inputs predicted as 1 only (scikit-learn on that subset).
+    detector = KeywordDetector(DetectorConfig(name="keyword", protect_label=1))
+    detector.threshold = 0.5
+    metrics, outputs = evaluate_detector(BackdooredBag(), detector, test, attack, context)
+    clean_scores = np.array(outputs["clean_scores"])[np.array(outputs["clean_predictions"]) == 1]
+    triggered_scores = np.array(outputs["triggered_scores"])
+    labels = [0] * len(clean_scores) + [1] * len(triggered_scores)
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, np.r_[clean_scores, triggered_scores]))
+    assert metrics["asr"] == 0.0 and metrics["frr"] == pytest.approx(1 / len(clean_scores))
+
+
 @pytest.mark.parametrize(
     "node",
     [
@@ -93,6 +121,8 @@ def test_rejected_inputs_count_as_errors_when_clean_and_as_defended_when_trigger
         {"name": "strip", "copies": 0},
         {"name": "rap", "drop_low": 0.4, "drop_high": 0.2},
         {"name": "rap", "fit_fraction": 1.0},
+        {"name": "rap", "protect_label": None},
+        {"name": "dan", "protect_label": -1},
     ],
 )
 def test_bad_detector_knobs_are_one_line_errors(node: dict) -> None:
