@@ -127,6 +127,8 @@ class Stages:
         defense = dataclasses.asdict(self.exp.defense.config)
         if defense.get("optimizer", "set") is None:  # the run's optimizer, already in the key (self.training)
             del defense["optimizer"]
+        if self.exp.defense.revision != 1:  # the first revision adds nothing, so its keys stay as they were
+            defense["revision"] = self.exp.defense.revision
         return stage_key("purify", suspect=suspect_key, defense=defense, seed=self.exp.seed, **self.training)
 
     def evaluate_key(self, model_key: str) -> str:

@@ -26,6 +26,16 @@ def keys(overrides: list[str], tmp_path: Path) -> dict[str, str]:
     return {"train": train, "poison": poison, "purify": stages.purify_key(poison)}
 
 
+def test_a_defense_revision_bump_changes_only_its_purify_key(tmp_path: Path, monkeypatch) -> None:
+    from bdrun.defenses.fine_tuning import FineTuning
+
+    before = keys(["defense=fine_tuning"], tmp_path)
+    monkeypatch.setattr(FineTuning, "revision", 2)
+    after = keys(["defense=fine_tuning"], tmp_path)
+    assert (after["train"], after["poison"]) == (before["train"], before["poison"])
+    assert after["purify"] != before["purify"]
+
+
 def test_defense_changes_do_not_touch_training_or_poisoning_keys(tmp_path: Path) -> None:
     plain = keys(["defense=none"], tmp_path)
     defended = keys(["defense=fine_tuning", "defense.clean_size=0.1"], tmp_path)

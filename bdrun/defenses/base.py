@@ -69,6 +69,9 @@ def clean_subset(splits: Splits, clean_size: float, seed: int) -> TextDataset:
 
 class Defense:
     kind = "none"
+    # Part of the purify cache key: bump it when a code change alters what the same config produces, so that
+    # cached artifacts of the old code are rebuilt instead of reused.
+    revision = 1
 
     def __init__(self, config: DefenseConfig) -> None:
         self.config = config

@@ -76,6 +76,7 @@ def rap_loss(drop: torch.Tensor, drop_low: float, drop_high: float, scale_factor
 @DEFENSES.register("rap", RapConfig)
 class Rap(Detector):
     config: RapConfig
+    revision = 2  # 2: the threshold is fitted on the screened calibration inputs only (the shared protocol)
 
     def __init__(self, config: RapConfig) -> None:
         super().__init__(config)
