@@ -7,13 +7,14 @@ no method reads ``cfg`` from a global and every one of them trains through the s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from bdrun.batching import collate, encode
 from bdrun.data import TextDataset
 from bdrun.evaluation import Reduce, batch_outputs, predict
 from bdrun.models import ModelConfig
@@ -69,6 +70,18 @@ class StageContext:
             "device": self.device,
             "precision": self.trainer.precision,
         }
+
+    def batches(
+        self, data: TextDataset, batch_size: int | None = None
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """(model inputs, labels) per batch of ``data``, in order, on the run's device: for the statistics and
+        gradients that attacks and defenses gather (default size: the trainer's evaluation batch size)."""
+        batch_size = batch_size or self.trainer.eval_batch_size
+        encoded = encode(self.tokenizer, data.texts, self.model_config.max_length)
+        for start in range(0, len(encoded), batch_size):
+            rows = range(start, min(start + batch_size, len(encoded)))
+            batch = collate([encoded[i] for i in rows], self.tokenizer.pad_token_id, self.device)
+            yield batch, torch.tensor([data.labels[i] for i in rows], device=self.device)
 
     def predict(self, model: torch.nn.Module, texts: Sequence[str], desc: str = "predict") -> list[int]:
         return predict(model, self.tokenizer, texts, desc=desc, **self._batching())

@@ -53,7 +53,6 @@ import torch
 from bdrun.attacks.badnets import BadNets, BadNetsConfig
 from bdrun.attacks.base import ModelEditingAttack
 from bdrun.attacks.registry import ATTACKS
-from bdrun.batching import collate, encode
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
 
@@ -158,14 +157,9 @@ class Surgery(ModelEditingAttack, BadNets):
 
     def gradient_magnitude(self, model: torch.nn.Module, data: TextDataset, context: Any) -> dict[str, torch.Tensor]:
         """|∇θ L| of the cross-entropy summed over ``data`` (eval mode: no dropout)."""
-        encoded = encode(context.tokenizer, data.texts, context.model_config.max_length)
-        labels = torch.tensor(data.labels, dtype=torch.long)
         model.to(context.device).eval()
         model.zero_grad(set_to_none=True)
-        size = context.trainer.batch_size
-        for start in range(0, len(encoded), size):
-            batch = collate(encoded[start : start + size], context.tokenizer.pad_token_id, context.device)
-            targets = labels[start : start + size].to(context.device)
+        for batch, targets in context.batches(data, context.trainer.batch_size):
             torch.nn.functional.cross_entropy(model(**batch).logits, targets, reduction="sum").backward()
         scores = {
             name: torch.zeros_like(param, device="cpu") if param.grad is None else param.grad.detach().abs().cpu()

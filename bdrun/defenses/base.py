@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from bdrun.batching import collate, encode
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
@@ -75,18 +74,6 @@ class Defense:
 
     def __init__(self, config: DefenseConfig) -> None:
         self.config = config
-
-
-def clean_batches(
-    data: TextDataset, context: StageContext, batch_size: int | None = None
-) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    """(model inputs, labels) per batch, in order, for the statistics that defenses gather on clean data."""
-    batch_size = batch_size or context.trainer.eval_batch_size
-    encoded = encode(context.tokenizer, data.texts, context.model_config.max_length)
-    for start in range(0, len(encoded), batch_size):
-        rows = range(start, min(start + batch_size, len(encoded)))
-        batch = collate([encoded[i] for i in rows], context.tokenizer.pad_token_id, context.device)
-        yield batch, torch.tensor([data.labels[i] for i in rows], device=context.device)
 
 
 class Purifier(Defense):

@@ -25,7 +25,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier, clean_batches
+from bdrun.defenses.base import CleanDataConfig, Purifier
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -65,7 +65,7 @@ def mean_activations(
     model.to(context.device).eval()
     tokens = 0
     try:
-        for batch, _ in clean_batches(clean, context):
+        for batch, _ in context.batches(clean):
             mask[:] = [batch["attention_mask"].float()]
             tokens += int(batch["attention_mask"].sum())
             model(**batch)

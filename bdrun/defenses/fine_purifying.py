@@ -37,7 +37,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier, clean_batches
+from bdrun.defenses.base import CleanDataConfig, Purifier
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -65,7 +65,7 @@ def diagonal_fisher(
     model.to(context.device).eval()
     fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     batches = 0
-    for batch, labels in clean_batches(clean, context, batch_size):
+    for batch, labels in context.batches(clean, batch_size):
         model.zero_grad(set_to_none=True)
         model(**batch, labels=labels).loss.backward()
         for name, param in model.named_parameters():

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier, clean_batches
+from bdrun.defenses.base import CleanDataConfig, Purifier
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -69,7 +69,7 @@ def mean_entropy(model: torch.nn.Module, data: TextDataset, context: StageContex
     """Mean prediction entropy (nats) over ``data``: the quantity phase 1 raises."""
     model.to(context.device).eval()
     total = 0.0
-    for batch, _ in clean_batches(data, context):
+    for batch, _ in context.batches(data):
         total += -negative_entropy(model(**batch).logits.float(), None) * len(batch["input_ids"])
     return float(total) / len(data)
 
