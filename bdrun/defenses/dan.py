@@ -12,11 +12,13 @@ Confirmed from the official code (lancopku/DAN), as summarised in METHODS.md:
 - a layer's score is the minimum over classes of the Mahalanobis distance to the class mean;
 - each layer's scores are z-normalised with their mean and std on the held-out 20 % and the layers aggregated
   by the mean (default) or the max (``aggregation``; the official "min of negated z-scores" is the same max);
-- the threshold is the held-out clean scores' percentile at the target FRR (see :class:`Detector`).
+- the threshold is the held-out clean scores' percentile at the target FRR, over the inputs predicted as the
+  protected label: like the official evaluation, only those are screened (see :class:`Detector`).
 
-``top_layers`` (ours, not the paper's) restricts the ensemble to the uppermost k layers: on MiniLM the lower
-layers' scores carry little signal about a trigger and the mean over all layers dilutes the upper ones
-(docs/results/detectors.md shows how this was found and what it gives).
+``top_layers`` (ours, not the paper's) restricts the ensemble to the uppermost k layers. Where a backdoor shows
+depends on the attack: on MiniLM a sentence trigger is visible only in the last layer's [CLS] state and EP's
+poisoned embedding only in the lower layers (``scripts/dan_layer_auroc.py``), so no k suits both and the
+default stays at all layers (docs/results/detectors.md).
 
 Our reading: the distance is the *squared* Mahalanobis distance (as scikit-learn's ``mahalanobis`` returns);
 ranks within a layer are the same either way, only the z-normalised scale differs. The held-out part serves
