@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from bdrun.data import load_splits
 from bdrun.defenses.base import split_dev
-from bdrun.defenses.dan import dan_scores, fit_dan, layer_features
+from bdrun.defenses.dan import DanConfig, dan_scores, fit_dan, layer_features
 from bdrun.evaluation import detection_metrics, triggered_test_inputs
 from bdrun.pipeline import Stages, parse_experiment
 
@@ -37,7 +37,8 @@ def layer_aurocs(attack: str, pooling: str, test_subset: int) -> tuple[list[floa
     model = stages.load(stages.poison(stages.train_clean()))
     context = stages.context(Path(cfg.paths.cache_dir) / "tmp-dan-layers")
 
-    fitting, calibration = split_dev(splits.dev, 0.8, exp.seed)
+    dan = DanConfig(name="dan", pooling=pooling)  # the detector's own defaults: split and shrinkage
+    fitting, calibration = split_dev(splits.dev, dan.fit_fraction, exp.seed)
     test = splits.test.sample(test_subset, exp.seed)
     clean, triggered = test.texts, triggered_test_inputs(test, exp.attack, exp.seed)
     features = {
@@ -52,7 +53,7 @@ def layer_aurocs(attack: str, pooling: str, test_subset: int) -> tuple[list[floa
 
     def auroc(layers: list[int]) -> float:
         fit, held_out = features["fit"][:, layers], features["calibration"][:, layers]
-        stats = fit_dan(fit, fitting.labels, held_out, shrinkage=0.1, num_labels=splits.num_labels)
+        stats = fit_dan(fit, fitting.labels, held_out, shrinkage=dan.shrinkage, num_labels=splits.num_labels)
         scores = {key: dan_scores(values[:, layers], stats) for key, values in screened.items()}
         return detection_metrics(scores["clean"], scores["triggered"])["auroc"]
 
