@@ -1,7 +1,8 @@
 """The ``bdrun`` command: a Hydra app over ``conf/`` that runs one experiment per job.
 
 Errors in the user's input (an unknown group choice, a knob out of range, a missing data folder, a bad label)
-print one line naming the problem and the fix and exit with status 2; no traceback.
+print one line naming the problem and the fix and exit with status 2; no traceback. :mod:`bdrun.preflight`
+checks every job's config before Hydra starts any; the configs are found as :mod:`bdrun.configs` describes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from bdrun.configs import CONF_DIR, CONFIG_NAME
 from bdrun.errors import BdrunError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def fail(message: str) -> None:
@@ -23,26 +23,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Reject ``group=choice`` overrides that name no file in ``conf/<group>/``, in one line.
-
-    Hydra would report these too, over several lines; sweep lists (``attack=badnets,ep``) are checked per item.
-    """
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key, value = arg.split("=", 1)
-        group = key.lstrip("+~").split("@")[0]
-        folder = conf_dir / group
-        if not folder.is_dir() or "(" in value:
-            continue
-        choices = sorted(p.stem for p in folder.glob("*.yaml"))
-        for choice in value.split(","):
-            if choice and choice != "null" and choice not in choices:
-                fail(f"unknown {group} '{choice}'; choose one of: {', '.join(choices)}")
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float | None:
     # Heavy imports (torch, transformers) happen here, after Hydra has parsed the command line.
     from bdrun.pipeline import config_tags, parse_experiment, run
@@ -61,9 +42,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from bdrun.preflight import preflight
+
     if not CONF_DIR.is_dir():
-        fail(f"config folder {CONF_DIR} is missing; install bdrun from a source checkout with pip install -e .")
-    check_group_choices(sys.argv[1:])
+        fail(f"config folder {CONF_DIR} is missing; reinstall bdrun (pip install .) or run it from a source checkout")
+    try:
+        preflight(sys.argv[1:])  # every input check that needs no data, for every job, before Hydra starts one
+    except BdrunError as err:
+        fail(str(err))
     hydra_main()
 
 

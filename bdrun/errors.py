@@ -13,3 +13,10 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`BdrunError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise BdrunError(message)
+
+
+def integer(value: object, key: str, example: str) -> int:
+    """``value`` if it is an integer (not a bool, float or string), else a one-line error naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BdrunError(f"{key}={value} must be an integer, e.g. {example}")
+    return value

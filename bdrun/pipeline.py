@@ -34,6 +34,7 @@ from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.defenses import DEFENSES, Defense
+from bdrun.errors import integer
 from bdrun.evaluation import evaluate_detector, evaluate_model
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
@@ -70,11 +71,21 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         defense=DEFENSES.build(cfg.defense),
         optimizer=OPTIMIZERS.build(cfg.optimizer),
         trainer=parse_config(TrainerConfig, cfg.trainer, "trainer"),
-        seed=int(cfg.seed),
+        seed=integer(cfg.seed, "seed", "seed=42"),
         device=pick_device(str(cfg.device)),
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
     )
+
+
+def check_label_indices(exp: Experiment, num_labels: int) -> None:
+    """Every knob that names a class (attack.target_label, defense.protect_label) fits the dataset's labels.
+
+    Runs on the command line before any job (with the declared dataset.num_labels) and again once the data is
+    loaded, before the first stage.
+    """
+    exp.attack.check_labels(num_labels)
+    exp.defense.check_labels(num_labels)
 
 
 def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
@@ -233,7 +244,7 @@ def side_effect(clean: Artifact, other: Artifact) -> float:
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
     splits = load_splits(exp.dataset, exp.data_dir)
-    exp.attack.check_labels(splits.num_labels)
+    check_label_indices(exp, splits.num_labels)
     stages = Stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 

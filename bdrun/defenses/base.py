@@ -75,6 +75,9 @@ class Defense:
     def __init__(self, config: DefenseConfig) -> None:
         self.config = config
 
+    def check_labels(self, num_labels: int) -> None:
+        """Reject knobs naming a class the dataset lacks, before any stage runs (no such knob by default)."""
+
 
 class Purifier(Defense):
     """Purifies the suspect weights in place; every purifier owns a small clean set (:class:`CleanDataConfig`)."""
@@ -164,6 +167,14 @@ class Detector(Defense):
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__(config)
         self.threshold = float("inf")  # flags nothing until fitted
+
+    def check_labels(self, num_labels: int) -> None:
+        label = self.config.protect_label
+        check(
+            label is None or label < num_labels,
+            f"defense.protect_label={label} but the dataset has {num_labels} labels (0..{num_labels - 1}); "
+            "set it to the attack's target label",
+        )
 
     def fit(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
         """Fit the scorer on part of the dev set, then set the threshold on the held-out clean scores."""
