@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
 from hydra.errors import HydraException
@@ -60,6 +61,8 @@ def hydra_call(function: Callable[..., T], *args: Any) -> T:
         return function(*args)
     except (HydraException, OmegaConfBaseException) as err:
         raise BdrunError(one_line(err)) from None
+    except yaml.YAMLError as err:  # a config file that is not valid YAML
+        raise BdrunError(f"a config file is not valid YAML: {one_line(err)}") from None
 
 
 def parse_overrides(overrides: list[str]) -> list[Override]:
