@@ -245,6 +245,8 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
+    exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
+    exp.defense.check_data(splits, exp.seed)
     stages = Stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
@@ -49,6 +49,8 @@ def one_line(err: BaseException) -> str:
     lines = []
     for raw in str(err).splitlines():
         line = raw.strip()
+        if line.startswith("Config search path"):  # Hydra's listing of every source: many lines, little news
+            break
         if line and not line.startswith(("full_key:", "object_type=", "reference_type=", "Set the environment")):
             lines.append(line.rstrip(".:"))
     if not lines and err.__cause__ is not None:
@@ -66,7 +68,10 @@ def hydra_call(function: Callable[..., T], *args: Any) -> T:
 
 
 def parse_overrides(overrides: list[str]) -> list[Override]:
-    return hydra_call(OverridesParser.create().parse_overrides, overrides)
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise BdrunError(f"cannot parse the override '{err.override}': {one_line(err)}") from None
 
 
 def override_values(override: Override) -> list[Any] | None:

@@ -78,6 +78,9 @@ class Attack:
             f"attack.target_label={self.target_label} but the dataset has {num_labels} labels",
         )
 
+    def check_data(self, train: TextDataset) -> None:
+        """Checks that need the loaded training set, run before any stage (none by default)."""
+
 
 class DataPoisoningAttack(Attack):
     """Poisons ``round(poison_rate * len(train))`` samples; the common trainer then fine-tunes on the mix.
@@ -90,7 +93,8 @@ class DataPoisoningAttack(Attack):
     kind = "data"
     config: PoisonConfig
 
-    def poison(self, train: TextDataset) -> TextDataset:
+    def eligible(self, train: TextDataset) -> tuple[list[int], int]:
+        """The samples that may be poisoned and how many will be; an error if there are too few."""
         cfg = self.config
         dirty = cfg.label_mode == "dirty"
         eligible = [i for i, y in enumerate(train.labels) if (y != cfg.target_label) == dirty]
@@ -100,6 +104,14 @@ class DataPoisoningAttack(Attack):
             f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} "
             f"are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate",
         )
+        return eligible, count
+
+    def check_data(self, train: TextDataset) -> None:
+        self.eligible(train)
+
+    def poison(self, train: TextDataset) -> TextDataset:
+        cfg = self.config
+        eligible, count = self.eligible(train)
         rng = random.Random(cfg.seed)
         chosen = set(rng.sample(eligible, count))
         texts, labels, poisoned = list(train.texts), list(train.labels), list(train.poisoned)

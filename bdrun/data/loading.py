@@ -88,10 +88,27 @@ def _parse_label(raw: str, where: str, num_labels: int) -> int:
     return label
 
 
+def check_text_file(path: Path) -> None:
+    """A one-line error for a file that is not UTF-8 text (a binary, gzip or UTF-16 file), naming its line."""
+    data = path.read_bytes()
+    position = data.find(b"\0")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        position = err.start if position < 0 else min(position, err.start)
+    if position >= 0:
+        line = data.count(b"\n", 0, position) + 1
+        raise BdrunError(
+            f"{path} line {line}: not UTF-8 text (byte {data[position]:#04x} at offset {position}); "
+            "convert the file to UTF-8 text or point dataset.files at the right file"
+        )
+
+
 def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
     """Read one TSV file with a header row into texts and labels."""
     if not path.is_file():
         raise BdrunError(f"dataset '{cfg.name}': file {path} does not exist; check dataset.files and paths.data_dir")
+    check_text_file(path)
     quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
     with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=quoting)

@@ -78,12 +78,18 @@ class Defense:
     def check_labels(self, num_labels: int) -> None:
         """Reject knobs naming a class the dataset lacks, before any stage runs (no such knob by default)."""
 
+    def check_data(self, splits: Splits, seed: int) -> None:
+        """Checks that need the loaded data, run before any stage (none by default)."""
+
 
 class Purifier(Defense):
     """Purifies the suspect weights in place; every purifier owns a small clean set (:class:`CleanDataConfig`)."""
 
     kind = "purifier"
     config: CleanDataConfig
+
+    def check_data(self, splits: Splits, seed: int) -> None:
+        clean_subset(splits, self.config.clean_size, seed)
 
     def purify(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
         # Imported here: e_pur.py defines a Purifier itself, so a top-level import would be circular.
@@ -175,6 +181,9 @@ class Detector(Defense):
             f"defense.protect_label={label} but the dataset has {num_labels} labels (0..{num_labels - 1}); "
             "set it to the attack's target label",
         )
+
+    def check_data(self, splits: Splits, seed: int) -> None:
+        split_dev(splits.dev, self.config.fit_fraction, seed)
 
     def fit(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
         """Fit the scorer on part of the dev set, then set the threshold on the held-out clean scores."""
