@@ -5,7 +5,7 @@ cache gives every defense of an attack the same backdoored model. Each job's ``m
 a markdown table of CACC / ASR (in %), written between the ``bench`` markers of ``--out`` (text around them is
 kept).
 
-    BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_defenses.py --out docs/results/defenses.md
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_defenses.py --out docs/results/defenses.md
 
 Extra arguments after ``--`` go to the bdrun command (e.g. ``-- dataset.max_samples.train=500``).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,7 +41,8 @@ MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 def multirun(attacks: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
     """One bdrun multirun over attacks × defenses; returns the command and its wall time."""
     sweep = [f"attack={','.join(attacks)}", f"defense={','.join(defenses)}"]
-    args = ["-m", *PRESET, *sweep, f"hydra.sweep.dir={sweep_dir}", *extra]
+    # Relative to the repository (the command's working directory), so the recorded command names no machine.
+    args = ["-m", *PRESET, *sweep, f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}", *extra]
     started = time.time()
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

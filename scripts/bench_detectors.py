@@ -4,7 +4,7 @@ One Hydra multirun of the real ``bdrun`` command per attack over ``defense=dan,s
 models come from the stage cache (set ``BDRUN_CACHE_DIR``), so only the detectors are fitted and scored.
 Prints a markdown table (and writes it with ``--out``, after every attack).
 
-    BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md
 
 Extra arguments after ``--`` go to every bdrun command (e.g. ``-- defense.test_subset=400`` to score a seeded
 subset of the test set). An attack whose config is not in this checkout (``conf/attack/<name>.yaml``) is
@@ -110,7 +110,7 @@ def main() -> None:
 
 def write(args: argparse.Namespace, lines: list[str], notes: list[str]) -> None:
     extra = " ".join(args.extra)
-    command = "BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md"
+    command = "BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md"
     text = [
         PREAMBLE,
         *lines,

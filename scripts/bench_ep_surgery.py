@@ -6,7 +6,7 @@ and the backdoored model, ASR, the instance-wise side effect (clean test predict
 of parameter entries that differ from the clean model (counted here from the two safetensors files), the
 attack stage's own build time and the command's wall time.
 
-    BDRUN_CACHE_DIR=/work/bench-cache BDRUN_DATA_DIR=/work/shared/data \\
+    BDRUN_CACHE_DIR=outputs/bench-cache BDRUN_DATA_DIR=../shared/data \\
         python scripts/bench_ep_surgery.py --out docs/results/attacks_ep_surgery.md
 """
 
@@ -113,7 +113,8 @@ def main() -> None:
     commands = "\n".join(f"bdrun {shlex.join(row['args'][:-1])}" for row in rows)
     print(body)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"{body}\n\nCommands (cache {cache}):\n\n```\n{commands}\n```\n")
+    shown = os.environ.get("BDRUN_CACHE_DIR", "outputs/cache")  # as given, not resolved: no machine's folders
+    args.out.write_text(f"{body}\n\nCommands (cache {shown}):\n\n```\n{commands}\n```\n")
 
 
 if __name__ == "__main__":

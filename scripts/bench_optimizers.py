@@ -10,7 +10,7 @@ Two Hydra multiruns with the real ``bdrun`` command:
 Times are the ``train`` stage's own seconds (from the stage cache's ``meta.json``), and the table gives each
 optimizer's median ratio to ``adamw`` in the same round.
 
-    BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_optimizers.py --out docs/results/optimizers.md
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_optimizers.py --out docs/results/optimizers.md
 
 ``--train-size`` (default 1000) sub-samples the training set so that 20 trainings fit in an hour of 2 CPU
 cores; the test set is the full SST-2 test set. Extra arguments after ``--`` go to every bdrun command.

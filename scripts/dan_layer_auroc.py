@@ -5,7 +5,7 @@ fitted on the clean dev set exactly as ``defense=dan`` does (same split, shrinka
 layer's Mahalanobis score is scored alone on the same inputs the detector benchmark uses: a seeded subset of
 the clean test set against its triggered non-target inputs, screened to those predicted as the target label.
 
-    BDRUN_CACHE_DIR=/work/bench-cache python scripts/dan_layer_auroc.py --attacks badnets addsent ep
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/dan_layer_auroc.py --attacks badnets addsent ep
 
 Prints a markdown table (``--out`` also writes it). Settings: ``experiment=sst2_cpu``, [CLS] pooling by
 default (``--pooling mean`` for the paper's default).
