@@ -61,7 +61,7 @@ def one_line(err: BaseException) -> str:
 def hydra_call(function: Callable[..., T], *args: Any) -> T:
     try:
         return function(*args)
-    except (HydraException, OmegaConfBaseException) as err:
+    except (HydraException, OmegaConfBaseException, ValueError) as err:  # Hydra raises ValueError for some input
         raise BdrunError(one_line(err)) from None
     except yaml.YAMLError as err:  # a config file that is not valid YAML
         raise BdrunError(f"a config file is not valid YAML: {one_line(err)}") from None
@@ -95,7 +95,11 @@ def check_group_choices(repo: Any, overrides: list[Override]) -> None:
         if options is None or values is None:
             continue
         for choice in values:
-            if choice is not None and choice != "null" and str(choice) not in options:
+            check(
+                choice is not None and choice != "null",
+                f"{group}=null is not a choice; pick one of: {', '.join(options)} (~{group} removes an optional group)",
+            )
+            if str(choice) not in options:
                 raise BdrunError(
                     f"unknown {group} '{choice}'; choose one of: {', '.join(options)} "
                     "(or add your own on hydra.searchpath / --config-dir)"
@@ -135,6 +139,8 @@ def check_known_keys(cfg: DictConfig, declared: DictConfig) -> None:
     their own (``paths``) must keep to the keys their default config declares. The component nodes
     (:data:`SCHEMA_NODES`) are checked by their dataclasses when parsed.
     """
+    for key in declared:
+        check(key in cfg, f"config key '{key}' is missing (removed with ~{key}?); every run needs it, set {key}=...")
     for key in cfg:
         check(
             key in declared,
@@ -157,8 +163,11 @@ def validate(cfg: DictConfig, declared: DictConfig) -> None:
     from bdrun.tracking import TRACKERS
 
     check_known_keys(cfg, declared)
-    experiment = parse_experiment(cfg)
-    TRACKERS.parse(cfg.logger)
+    try:
+        experiment = parse_experiment(cfg)
+        TRACKERS.parse(cfg.logger)
+    except OmegaConfBaseException as err:  # e.g. a node emptied by an override
+        raise BdrunError(f"bad config: {one_line(err)}") from None
     check_label_indices(experiment, experiment.dataset.num_labels)
 
 
