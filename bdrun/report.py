@@ -233,7 +233,7 @@ def write_scatter(report: Report, path: Path) -> None:
             xs, ys, xerr, yerr, rows = zip(*points, strict=True)
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=report.label(col) or None)
             for x, y, row in zip(xs, ys, rows, strict=True):
-                ax.annotate(report.label(row), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(report.label(row).strip("*"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"{x_metric} (%)")
     ax.set_ylabel(f"{y_metric} (%)")
     ax.grid(alpha=0.3)

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,9 +61,10 @@ def init_wandb(mode: str, init_timeout: float = 30.0, **kwargs: Any) -> Any:
     is retried offline after one warning line. The WANDB_MODE environment variable, when set, wins."""
     import wandb
 
-    mode = os.environ.get("WANDB_MODE", mode)
+    mode = os.environ.get("WANDB_MODE") or mode
     settings = {"console": "off", "silent": True, "init_timeout": init_timeout}
     if mode == "online":
+        before = set(Path(kwargs.get("dir") or ".", "wandb").glob("run-*"))
         try:
             # W&B's own messages go to a buffer: the one line below says what happened. A terminal login prompt
             # waits at most init_timeout too.
@@ -79,6 +81,8 @@ def init_wandb(mode: str, init_timeout: float = 30.0, **kwargs: Any) -> Any:
                 file=sys.stderr,
                 flush=True,
             )
+            for partial in set(Path(kwargs.get("dir") or ".", "wandb").glob("run-*")) - before:
+                shutil.rmtree(partial, ignore_errors=True)  # the failed online run's empty folder: nothing to sync
         mode = "offline"
     with _env(WANDB_MODE=mode):  # the environment must not send the retry online again
         return wandb.init(mode=mode, settings=wandb.Settings(**settings), **kwargs)
@@ -165,7 +169,13 @@ def sweep_group() -> str | None:
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    parts = Path(HydraConfig.get().sweep.dir).parts
+    return group_name(str(HydraConfig.get().sweep.dir))
+
+
+def group_name(sweep_dir: str) -> str:
+    """``.../multirun/2026-05-01/12-00-00`` -> ``2026-05-01/12-00-00`` (the time alone repeats across days);
+    a sweep folder elsewhere (``hydra.sweep.dir=/x/bench``) -> its name, ``bench``."""
+    parts = Path(sweep_dir).parts
     return "/".join(parts[parts.index("multirun") + 1 :]) if "multirun" in parts[:-1] else parts[-1]
 
 
