@@ -76,6 +76,12 @@ def scatter_metrics(metrics: list[str]) -> tuple[str, str]:
     return f"{role}.cacc", f"{role}.asr"
 
 
+def _ordered(values: list[tuple[str, ...]], order: list[str]) -> list[tuple[str, ...]]:
+    """Values named in ``order`` first, in that order (by their first key), then the rest as first seen."""
+    rank = {v: i for i, v in enumerate(order)}
+    return sorted(values, key=lambda v: rank.get(v[0], len(rank)) if v else 0)
+
+
 def _one_per_seed(jobs: list[Job]) -> list[Job]:
     seen: dict[str | None, Job] = {}
     for job in jobs:
@@ -91,6 +97,7 @@ def build_report(
     where: dict[str, str] | None = None,
     clean_row: str | None = None,
     labels: dict[str, str] | None = None,
+    order: list[str] | None = None,
 ) -> Report:
     """Group completed jobs into cells and reduce each metric to mean ± std over seeds.
 
@@ -118,8 +125,8 @@ def build_report(
                 f"cell {row_keys}={list(row)} {col_keys}={list(col)} has two runs with the same seed "
                 f"({members[0].run_dir}, ...); pass each run folder once"
             )
-    rows = list(dict.fromkeys(r for r, _ in groups))
-    cols = list(dict.fromkeys(c for _, c in groups))
+    rows = _ordered(list(dict.fromkeys(r for r, _ in groups)), order or [])
+    cols = _ordered(list(dict.fromkeys(c for _, c in groups)), order or [])
     computed = list(dict.fromkeys([*metrics, *scatter_metrics(metrics)]))  # the plot's CACC / ASR too
     cells = {
         cell: {m: stat([j.metrics[m] for j in members if m in j.metrics]) for m in computed}
@@ -279,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="final.cacc,final.asr", help="metric(s) per cell, comma-separated")
     parser.add_argument("--where", action="append", default=[], help="keep runs with KEY=VALUE (repeatable)")
     parser.add_argument("--label", action="append", default=[], help="show VALUE as LABEL: VALUE=LABEL (repeatable)")
+    parser.add_argument("--order", default="", help="row/column values to put first, in this order (comma-separated)")
     parser.add_argument("--clean-row", metavar="LABEL", help="add a first row with each column's clean model")
     parser.add_argument("--digits", type=int, default=1, help="decimals shown (default 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: the first folder)")
@@ -294,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             where=parse_pairs(args.where, "--where"),
             clean_row=args.clean_row,
             labels=parse_pairs(args.label, "--label"),
+            order=_keys(args.order),
         )
         out = args.out or args.folders[0]
         out.mkdir(parents=True, exist_ok=True)

@@ -115,3 +115,21 @@ def test_a_cell_mixing_a_non_seed_key_is_rejected(tmp_path: Path) -> None:
         build_report(jobs, ["defense"], ["attack"], ["final.asr"])
     report = build_report(jobs, ["defense"], ["attack", "optimizer.lr"], ["final.asr"])
     assert report.cols == [("badnets", "0.0001"), ("badnets", "0.0003")]
+
+
+def test_order_puts_the_named_values_first(sweeps: list[Path]) -> None:
+    jobs = find_jobs(sweeps)
+    report = build_report(jobs, ["defense"], ["attack"], ["final.asr"], order=["fine_tuning", "addsent"])
+    assert report.rows == [("fine_tuning",), ("none",)] and report.cols == [("addsent",), ("badnets",)]
+
+
+def test_report_logs_the_same_table_to_wandb(sweeps: list[Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "report"
+    main([str(sweeps[0]), "--rows", "defense", "--metric", "final.asr", "--out", str(out), "--wandb", "bdrun-test"])
+    tables = list(out.glob("wandb/offline-run-*/files/media/table/report/table_*.table.json"))
+    assert len(tables) == 1
+    logged = json.loads(tables[0].read_text())
+    assert logged["columns"] == ["defense", "final.asr"]
+    assert logged["data"] == [["none", "100.0 ± 0.0"], ["fine_tuning", "20.0 ± 10.0"]]
+    assert list(out.glob("wandb/offline-run-*/files/media/images/report/scatter_*.png"))
