@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -125,8 +126,9 @@ def build_report(
                 f"cell {row_keys}={list(row)} {col_keys}={list(col)} has two runs with the same seed "
                 f"({members[0].run_dir}, ...); pass each run folder once"
             )
-    rows = _ordered(list(dict.fromkeys(r for r, _ in groups)), order or [])
-    cols = _ordered(list(dict.fromkeys(c for _, c in groups)), order or [])
+    # Rows and columns of failed jobs too: their cells read n/a rather than vanish.
+    rows = _ordered(list(dict.fromkeys(_values(j, row_keys) for j in selected)), order or [])
+    cols = _ordered(list(dict.fromkeys(_values(j, col_keys) for j in selected)), order or [])
     computed = list(dict.fromkeys([*metrics, *scatter_metrics(metrics)]))  # the plot's CACC / ASR too
     cells = {
         cell: {m: stat([j.metrics[m] for j in members if m in j.metrics]) for m in computed}
@@ -188,9 +190,10 @@ def to_markdown(report: Report, digits: int) -> str:
 
 
 def _tex(text: str) -> str:
+    """Plain text for LaTeX: special characters escaped, markdown emphasis dropped, `code` as \\texttt."""
     for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(char, escaped)
-    return text.replace("*", "")
+    return re.sub(r"`([^`]*)`", r"\\texttt{\1}", text.replace("*", ""))
 
 
 def to_latex(report: Report, digits: int) -> str:

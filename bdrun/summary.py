@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from bdrun.results import SUMMARY_METRICS, Job, find_jobs, format_metric, swept_keys
@@ -104,7 +105,7 @@ class SweepSummary(Callback):
         table = write_summary(sweep_dir, jobs)
         # As wide as the table needs (a narrow terminal wraps lines rather than cutting every cell to "…").
         width = console.measure(table, options=console.options.update(width=1000)).maximum
-        console.print(table, width=max(console.width, width))
+        Console(stderr=True, width=max(console.width, width)).print(table)
         for job in jobs:
             if job.status != "completed":
                 console.print(f"job {job.num} {job.status}: {job.error or 'no status recorded'} ({job.run_dir})")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bdrun.errors import BdrunError
-from bdrun.report import build_report, main
+from bdrun.report import build_report, main, to_markdown
 from bdrun.results import find_jobs
 
 # (attack, defense, seed): (clean cacc, clean asr, final cacc, final asr); None: the job failed.
@@ -121,6 +121,13 @@ def test_order_puts_the_named_values_first(sweeps: list[Path]) -> None:
     jobs = find_jobs(sweeps)
     report = build_report(jobs, ["defense"], ["attack"], ["final.asr"], order=["fine_tuning", "addsent"])
     assert report.rows == [("fine_tuning",), ("none",)] and report.cols == [("addsent",), ("badnets",)]
+
+
+def test_a_cell_whose_jobs_all_failed_reads_n_a(sweeps: list[Path]) -> None:
+    report = build_report(find_jobs(sweeps), ["defense", "seed"], ["attack"], ["final.asr"])
+    assert ("fine_tuning", "2") in report.rows  # only addsent ran it, and failed
+    markdown = to_markdown(report, digits=1)
+    assert "| fine_tuning, 2 | 20.0 | n/a |" in markdown
 
 
 def test_report_logs_the_same_table_to_wandb(sweeps: list[Path], tmp_path: Path, monkeypatch) -> None:
