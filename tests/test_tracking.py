@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 import bdrun.tracking as tracking
+from bdrun.cli import CONF_DIR
 from bdrun.data import TextDataset
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer
 from bdrun.optimizers import OPTIMIZERS
@@ -40,9 +44,20 @@ def test_every_training_step_reports_loss_and_lr_under_its_stage(monkeypatch) ->
     assert all(m["loss"] > 0 for _, _, m in recorder.steps)
 
 
-def test_sweep_group_is_the_sweep_folder() -> None:
-    assert tracking.group_name("outputs/multirun/2026-05-01/12-00-00") == "2026-05-01/12-00-00"
+def test_a_sweep_job_is_grouped_by_its_sweep_folder(tmp_path: Path, monkeypatch) -> None:
     assert tracking.group_name("/scratch/bench_defenses") == "bench_defenses"
+    seen: dict = {}
+    monkeypatch.setattr(tracking, "init_wandb", lambda mode, timeout, **kwargs: seen.update(kwargs))
+    sweep = "hydra.sweep.dir=outputs/multirun/2026-05-01/12-00-00"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.mode=MULTIRUN", sweep], return_hydra_config=True)
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        tracking.WandbTracker(tracking.WandbConfig(name="wandb")).start(OmegaConf.create(), tmp_path, [])
+    finally:
+        HydraConfig.instance().cfg = saved
+    assert seen["group"] == "2026-05-01/12-00-00"
 
 
 def test_wandb_online_without_network_finishes_offline_with_one_warning(tmp_path: Path) -> None:
