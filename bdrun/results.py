@@ -44,6 +44,7 @@ SUMMARY_METRICS = [
     "purified.far_at_frr1",
     "purified.far_at_frr5",
     "purified.frr",
+    "purified.latency_ratio",
 ]
 # Metrics that are fractions and read best in percent; the others (latency ratios) are shown as they are.
 PERCENT_METRICS = {"cacc", "asr", "side_effect", "auroc", "far_at_frr1", "far_at_frr5", "frr"}

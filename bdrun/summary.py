@@ -35,6 +35,7 @@ METRIC_LABELS = {
     "far_at_frr1": "FAR@1",
     "far_at_frr5": "FAR@5",
     "frr": "FRR",
+    "latency_ratio": "cost ×",
 }
 
 
