@@ -8,14 +8,17 @@ checks every job's config before Hydra starts any; the configs are found as :mod
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bdrun.configs import CONF_DIR, CONFIG_NAME
 from bdrun.errors import BdrunError
+from bdrun.results import one_line, write_status
 
 
 def fail(message: str) -> None:
@@ -35,8 +38,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
         experiment = parse_experiment(cfg)
         with open_tracker(cfg, run_dir, config_tags(cfg)) as tracker:
             report = run(experiment, run_dir, tracker)
-    except BdrunError as err:
-        fail(str(err))
+    except Exception as err:
+        # Every job records its outcome (status.json) for the sweep summary. In a sweep a failed job is reported
+        # in one line and the sweep goes on; the summary lists it and the sweep exits 1.
+        write_status(run_dir, err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print(f"bdrun: error: job {run_dir.name} failed: {one_line(err)}", file=sys.stderr)
+            if not isinstance(err, BdrunError):
+                traceback.print_exception(err)
+            return None
+        if isinstance(err, BdrunError):
+            fail(str(err))
+        raise
+    write_status(run_dir)
     # Returned to Hydra's sweepers (e.g. an Optuna sweep that maximises ASR).
     return report.get("purified", report.get("backdoored", report["clean"])).get("asr")
 

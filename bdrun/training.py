@@ -28,6 +28,7 @@ from bdrun.errors import check
 from bdrun.models import load_weights, save_weights
 from bdrun.optimizers import Optimizer
 from bdrun.progress import progress_bar
+from bdrun.tracking import log_step
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -171,6 +172,7 @@ def train(
                 step += 1
                 seen += len(rows)
                 losses.append(loss.item())
+                log_step(desc, step, {"loss": losses[-1], "lr": scheduler.get_last_lr()[0]})
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}")
                 # The last step needs no checkpoint: the stage saves the finished model itself.
                 boundary = step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1

@@ -1,9 +1,10 @@
 """The defense benchmark: attacks (BadNets, AddSent, EP) × purification defenses on SST-2 with MiniLM.
 
 The whole table is ONE Hydra multirun over attacks × defenses, and every attack is poisoned once: the stage
-cache gives every defense of an attack the same backdoored model. Each job's ``metrics.json`` is collected into
-a markdown table of CACC / ASR (in %), written between the ``bench`` markers of ``--out`` (text around them is
-kept).
+cache gives every defense of an attack the same backdoored model. The table of CACC / ASR (in %) is
+``bdrun-report``'s (``docs/reporting.md`` has the equivalent two commands); this script adds what is specific to
+this benchmark (E-PUR's top suspects, unfinished cells) and writes it between the ``bench`` markers of ``--out``
+(text around them is kept).
 
     BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_defenses.py --out docs/results/defenses.md
 
@@ -20,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from bdrun.report import build_report, to_markdown
+from bdrun.results import METRICS_FILE, find_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = ["experiment=sst2_cpu", "logger=none"]  # clean set: the defenses' default clean_size=0.05 (5%)
-ATTACKS = {"badnets_cf": "BadNets (cf)", "addsent": "AddSent", "ep": "EP (cf)"}  # attack choice: table label
+ATTACKS = {"badnets_cf": "BadNets (`cf`)", "addsent": "AddSent", "ep": "EP (`cf`)"}  # attack choice: table label
 DEFENSES = [
     "none",
     "fine_tuning",
@@ -39,7 +41,8 @@ MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
 def multirun(attacks: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
-    """One bdrun multirun over attacks × defenses; returns the command and its wall time."""
+    """One bdrun multirun over attacks × defenses; returns the command and its wall time. Failed jobs are listed
+    by the sweep summary and marked n/a in the table."""
     sweep = [f"attack={','.join(attacks)}", f"defense={','.join(defenses)}"]
     # Relative to the repository (the command's working directory), so the recorded command names no machine.
     args = ["-m", *PRESET, *sweep, f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}", *extra]
@@ -47,49 +50,33 @@ def multirun(attacks: list[str], defenses: list[str], sweep_dir: Path, extra: li
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"bdrun failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
+        print(f"bdrun exited {result.returncode} ({' '.join(args)}):\n{result.stderr[-3000:]}", file=sys.stderr)
     return ["bdrun", *args], time.time() - started
 
 
 def collect(sweep_dir: Path) -> dict[str, dict[str, dict]]:
-    """metrics.json of every finished job of the sweep, by attack and then defense override."""
+    """metrics.json of every finished job of the sweep, by attack and then defense (for the E-PUR suspects)."""
     found: dict[str, dict[str, dict]] = {}
-    for metrics in sweep_dir.glob("*/metrics.json"):
-        overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text())
-        choice = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("attack", "defense"))
-        found.setdefault(choice["attack"], {})[choice["defense"]] = json.loads(metrics.read_text())
+    for job in find_jobs([sweep_dir]):
+        if job.status == "completed":
+            report = json.loads((job.run_dir / METRICS_FILE).read_text())
+            found.setdefault(job.value("attack"), {})[job.value("defense")] = report
     return found
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def cell(report: dict | None) -> list[str]:
-    if report is None:
-        return ["n/a", "n/a"]
-    model = report.get("purified", report.get("backdoored", report["clean"]))
-    return [pct(model["cacc"]), pct(model.get("asr"))]
-
-
-def table(results: dict[str, dict[str, dict] | None], defenses: list[str]) -> list[str]:
-    names = [ATTACKS[a] for a in results]
-    lines = [
-        "| defense | " + " | ".join(f"{n} CACC | {n} ASR" for n in names) + " |",
-        "|---|" + "---|---|" * len(names),
-    ]
-    clean_row = []
-    for jobs in results.values():
-        report = next(iter(jobs.values()), None) if jobs else None
-        clean_row += [pct(report["clean"]["cacc"]), pct(report["clean"].get("asr"))] if report else ["n/a", "n/a"]
-    lines.append("| *clean model* | " + " | ".join(clean_row) + " |")
-    for defense in defenses:
-        row = []
-        for jobs in results.values():
-            row += cell(jobs.get(defense)) if jobs else ["n/a", "n/a"]
-        label = "none (backdoored)" if defense == "none" else defense.replace("_e_pur", " + e_pur")
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
-    return lines
+def table(sweep_dir: Path, attacks: list[str], defenses: list[str]) -> list[str]:
+    """The table, by ``bdrun-report`` (the same call as its command line in the README)."""
+    labels = {**ATTACKS, "none": "none (backdoored)", "fine_mixing_e_pur": "fine_mixing + e_pur"}
+    report = build_report(
+        find_jobs([sweep_dir]),
+        ["defense"],
+        ["attack"],
+        ["final.cacc", "final.asr"],
+        clean_row="*clean model*",
+        labels=labels,
+        order=[*attacks, *defenses],
+    )
+    return to_markdown(report, digits=1).splitlines()
 
 
 def e_pur_suspects(results: dict[str, dict[str, dict] | None]) -> list[str]:
@@ -145,7 +132,7 @@ def main() -> None:
     ]
 
     lines = ["CACC / ASR in %, SST-2 test set, MiniLM-L6 (`experiment=sst2_cpu`), clean set = 5% of training.", ""]
-    lines += table(results, defenses)
+    lines += table(root, attacks, defenses)
     if suspects := e_pur_suspects(results):
         lines += ["", "E-PUR top suspects (score, clean-set frequency):", *suspects]
     if notes:

@@ -1,0 +1,142 @@
+"""``bdrun-report`` on a fixture of finished runs: exact mean ± std tables (markdown, LaTeX, CSV) and a plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bdrun.errors import BdrunError
+from bdrun.report import build_report, main, to_markdown
+from bdrun.results import find_jobs
+
+# (attack, defense, seed): (clean cacc, clean asr, final cacc, final asr); None: the job failed.
+RUNS: dict[tuple[str, str, int], tuple[float, float, float, float] | None] = {
+    ("badnets", "none", 1): (0.92, 0.10, 0.90, 1.00),
+    ("badnets", "none", 2): (0.93, 0.12, 0.91, 1.00),
+    ("badnets", "none", 3): (0.94, 0.14, 0.92, 1.00),
+    ("badnets", "fine_tuning", 1): (0.92, 0.10, 0.88, 0.10),
+    ("badnets", "fine_tuning", 2): (0.93, 0.12, 0.86, 0.20),
+    ("badnets", "fine_tuning", 3): (0.94, 0.14, 0.87, 0.30),
+    ("addsent", "none", 1): (0.92, 0.10, 0.80, 0.95),
+    ("addsent", "none", 2): (0.93, 0.12, 0.82, 0.97),
+    ("addsent", "fine_tuning", 1): (0.92, 0.10, 0.85, 0.50),
+    ("addsent", "fine_tuning", 2): None,
+}
+
+
+def fake_run(folder: Path, num: int, attack: str, defense: str, seed: int, values, extra: dict | None = None) -> None:
+    """A run folder as bdrun leaves it: .hydra/{overrides,hydra,config}.yaml, status.json, metrics.json."""
+    hydra_dir = folder / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    overrides = [
+        f"attack={attack}",
+        f"defense={defense}",
+        f"seed={seed}",
+        *(f"{k}={v}" for k, v in (extra or {}).items()),
+    ]
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    choices = {"attack": attack, "defense": defense, "model": "minilm", "hydra/launcher": "basic"}
+    (hydra_dir / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": choices}, "job": {"num": num}}})
+    )
+    config = {"seed": seed, "attack": {"name": attack}, "defense": {"name": defense}, "optimizer": {"lr": 1e-4}}
+    for key, value in (extra or {}).items():
+        group, name = key.split(".")
+        config[group][name] = value
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    if values is None:
+        (folder / "status.json").write_text(json.dumps({"status": "failed", "error": "CUDA out of memory"}))
+        return
+    clean_cacc, clean_asr, cacc, asr = values
+    metrics = {"clean": {"cacc": clean_cacc, "asr": clean_asr}, "backdoored": {"cacc": cacc, "asr": asr}}
+    if defense != "none":
+        metrics["backdoored"] = {"cacc": 0.9, "asr": 1.0}
+        metrics["purified"] = {"cacc": cacc, "asr": asr, "side_effect": 0.05}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "status.json").write_text(json.dumps({"status": "completed"}))
+
+
+@pytest.fixture
+def sweeps(tmp_path: Path) -> list[Path]:
+    """Two sweep folders (as from two `bdrun -m` commands), one per attack."""
+    folders = []
+    for attack in ("badnets", "addsent"):
+        sweep = tmp_path / "multirun" / attack
+        jobs = [(k, v) for k, v in RUNS.items() if k[0] == attack]
+        for num, ((_, defense, seed), values) in enumerate(jobs):
+            fake_run(sweep / f"{num}_defense={defense},seed={seed}", num, attack, defense, seed, values)
+        folders.append(sweep)
+    return folders
+
+
+def test_report_writes_the_exact_mean_std_table(sweeps: list[Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    args = [*map(str, sweeps), "--rows", "defense", "--cols", "attack", "--metric", "final.cacc,final.asr"]
+    main([*args, "--clean-row", "*clean model*", "--label", "none=none (backdoored)", "--out", str(out)])
+
+    markdown = (out / "report.md").read_text()
+    assert markdown.endswith(
+        "| defense | badnets | addsent |\n"
+        "|---|---|---|\n"
+        "| *clean model* | 93.0 ± 1.0 / 12.0 ± 2.0 | 92.5 ± 0.7 / 11.0 ± 1.4 |\n"
+        "| none (backdoored) | 91.0 ± 1.0 / 100.0 ± 0.0 | 81.0 ± 1.4 / 96.0 ± 1.4 |\n"
+        "| fine_tuning | 87.0 ± 1.0 / 20.0 ± 10.0 | 85.0 / 50.0 |\n"
+    )
+    assert "n = 1/2/3" in markdown
+    assert markdown.split("\n\n", 1)[1] in capsys.readouterr().out
+
+    latex = (out / "report.tex").read_text()
+    assert r"defense & badnets & addsent \\" in latex
+    assert r"clean model & 93.0 $\pm$ 1.0 / 12.0 $\pm$ 2.0 & 92.5 $\pm$ 0.7 / 11.0 $\pm$ 1.4 \\" in latex
+    assert r"fine\_tuning & 87.0 $\pm$ 1.0 / 20.0 $\pm$ 10.0 & 85.0 / 50.0 \\" in latex
+    assert latex.count(r"\toprule") == 1 and latex.rstrip().endswith(r"\end{tabular}")
+
+    with (out / "report.csv").open() as f:
+        rows = {(r["defense"], r["attack"], r["metric"]): r for r in csv.DictReader(f)}
+    cell = rows[("fine_tuning", "badnets", "final.asr")]
+    assert float(cell["mean"]) == pytest.approx(0.2) and float(cell["std"]) == pytest.approx(0.1) and cell["n"] == "3"
+    single = rows[("fine_tuning", "addsent", "final.cacc")]  # the failed seed is left out, not counted
+    assert float(single["mean"]) == pytest.approx(0.85) and single["std"] == "" and single["n"] == "1"
+
+    png = (out / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_a_cell_mixing_a_non_seed_key_is_rejected(tmp_path: Path) -> None:
+    for num, lr in enumerate((1e-4, 3e-4)):
+        values = (0.9, 0.1, 0.9, 1.0)
+        fake_run(tmp_path / f"{num}", num, "badnets", "none", 1, values, extra={"optimizer.lr": lr})
+    jobs = find_jobs([tmp_path])
+    with pytest.raises(BdrunError, match=r"different optimizer\.lr"):
+        build_report(jobs, ["defense"], ["attack"], ["final.asr"])
+    report = build_report(jobs, ["defense"], ["attack", "optimizer.lr"], ["final.asr"])
+    assert report.cols == [("badnets", "0.0001"), ("badnets", "0.0003")]
+
+
+def test_order_puts_the_named_values_first(sweeps: list[Path]) -> None:
+    jobs = find_jobs(sweeps)
+    report = build_report(jobs, ["defense"], ["attack"], ["final.asr"], order=["fine_tuning", "addsent"])
+    assert report.rows == [("fine_tuning",), ("none",)] and report.cols == [("addsent",), ("badnets",)]
+
+
+def test_a_cell_whose_jobs_all_failed_reads_n_a(sweeps: list[Path]) -> None:
+    report = build_report(find_jobs(sweeps), ["defense", "seed"], ["attack"], ["final.asr"])
+    assert ("fine_tuning", "2") in report.rows  # only addsent ran it, and failed
+    markdown = to_markdown(report, digits=1)
+    assert "| fine_tuning, 2 | 20.0 | n/a |" in markdown
+
+
+def test_report_logs_the_same_table_to_wandb(sweeps: list[Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "report"
+    main([str(sweeps[0]), "--rows", "defense", "--metric", "final.asr", "--out", str(out), "--wandb", "bdrun-test"])
+    tables = list(out.glob("wandb/offline-run-*/files/media/table/report/table_*.table.json"))
+    assert len(tables) == 1
+    logged = json.loads(tables[0].read_text())
+    assert logged["columns"] == ["defense", "final.asr"]
+    assert logged["data"] == [["none", "100.0 ± 0.0"], ["fine_tuning", "20.0 ± 10.0"]]
+    assert list(out.glob("wandb/offline-run-*/files/media/images/report/scatter_*.png"))

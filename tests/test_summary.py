@@ -1,0 +1,55 @@
+"""The sweep summary: one row per job of a multirun, failed jobs included, in the terminal, CSV and markdown."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tests.conftest import TINY, run_cli
+
+
+def test_a_2x2_sweep_summary_has_one_row_per_job_with_failures_listed(tmp_path: Path) -> None:
+    # 2 defenses x 2 poison rates; rate 1.5 is rejected by the attack's config check, so two jobs fail fast
+    # (and one poisoned model serves both defenses of rate 0.1).
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "defense=none,fine_tuning", "attack.poison_rate=0.1,1.5", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args, tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log[-3000:]  # the sweep ran every job, then reports the failures
+    assert "2 of 4 jobs failed" in log
+    assert "sweep summary: 4 jobs, 2 completed" in log
+
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert list(rows[0]) == [
+        "job",
+        "defense",
+        "attack.poison_rate",
+        "status",
+        "clean.cacc",
+        "clean.asr",
+        "backdoored.cacc",
+        "backdoored.asr",
+        "backdoored.side_effect",
+        "purified.cacc",
+        "purified.asr",
+        "purified.side_effect",
+        "error",
+    ]
+    by_job = {(r["defense"], r["attack.poison_rate"]): r for r in rows}
+    assert set(by_job) == {("none", "0.1"), ("none", "1.5"), ("fine_tuning", "0.1"), ("fine_tuning", "1.5")}
+    for defense in ("none", "fine_tuning"):
+        failed = by_job[(defense, "1.5")]
+        assert failed["status"] == "failed" and "attack.poison_rate=1.5" in failed["error"]
+        assert failed["clean.cacc"] == ""
+        done = by_job[(defense, "0.1")]
+        assert done["status"] == "completed" and done["error"] == ""
+        metrics = json.loads(next(sweep.glob(f"{done['job']}_*/metrics.json")).read_text())
+        assert float(done["backdoored.asr"]) == metrics["backdoored"]["asr"]
+        assert (done["purified.cacc"] != "") == (defense == "fine_tuning")
+
+    markdown = (sweep / "summary.md").read_text()
+    assert markdown.count("| failed |") == 2 and markdown.count("| completed |") == 2
+    assert len(list(sweep.glob("*/status.json"))) == 4  # every job recorded its outcome
