@@ -34,7 +34,9 @@ from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.defenses import DEFENSES, Defense
+from bdrun.errors import check
 from bdrun.evaluation import evaluate_detector, evaluate_model
+from bdrun.federated import FederatedConfig
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.progress import console
@@ -60,6 +62,7 @@ class Experiment:
     device: torch.device
     cache_dir: Path
     data_dir: Path
+    federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
@@ -74,6 +77,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         device=pick_device(str(cfg.device)),
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
+        federated=parse_config(FederatedConfig, cfg.federated, "federated"),
     )
 
 
@@ -223,6 +227,23 @@ class Stages:
         key = self.evaluate_key(model_artifact.key if detector is None else detector.key)
         return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model")
 
+    def extend_report(self, report: dict[str, Any], models: dict[str, Artifact], tracker: Tracker) -> None:
+        """A setting's own additions to the report (the federated rounds); central training adds none."""
+
+
+def make_stages(exp: Experiment, splits: Splits) -> Stages:
+    """Central training, or the federated setting's stages (bdrun/federated/stages.py) when one is chosen."""
+    if not exp.federated.enabled:
+        check(
+            exp.defense.kind != "aggregator",
+            f"defense={exp.defense.config.name} is a federated aggregator; add federated=iid (or another "
+            "conf/federated/ setting)",
+        )
+        return Stages(exp, splits)
+    from bdrun.federated.stages import FederatedStages  # imports this module
+
+    return FederatedStages(exp, splits)
+
 
 def side_effect(clean: Artifact, other: Artifact) -> float:
     """Instance-wise side effect: the fraction of clean test inputs whose prediction differs from the clean model's."""
@@ -234,7 +255,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
     splits = load_splits(exp.dataset, exp.data_dir)
     exp.attack.check_labels(splits.num_labels)
-    stages = Stages(exp, splits)
+    stages = make_stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 
     clean = stages.train_clean()
@@ -265,6 +286,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         if role != "clean"
     }
 
+    stages.extend_report(report, models, tracker)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     console.print(results_table(report, exp))

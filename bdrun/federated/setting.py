@@ -14,6 +14,7 @@ import numpy as np
 from bdrun.errors import check
 
 PARTITIONS = ("iid", "dirichlet")
+DIRICHLET_DRAWS = 100
 
 
 @dataclasses.dataclass
@@ -78,20 +79,18 @@ def partition(labels: Sequence[int], clients: int, scheme: str, alpha: float, se
     """Training-set row indices per client.
 
     iid: a seeded permutation cut into ``clients`` near-equal shards. dirichlet: per class, that class's rows go
-    to the clients in proportions drawn from Dirichlet(alpha, ..., alpha) (the usual label-skew protocol).
+    to the clients in proportions drawn from Dirichlet(alpha, ..., alpha) (the usual label-skew protocol); a
+    draw that leaves a client empty is redrawn (up to 100 times), as common FL benchmarks do.
     """
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         order = rng.permutation(len(labels))
         shards = [sorted(part.tolist()) for part in np.array_split(order, clients)]
     else:
-        shards = [[] for _ in range(clients)]
-        for label in sorted(set(labels)):
-            rows = rng.permutation([i for i, y in enumerate(labels) if y == label])
-            cuts = (np.cumsum(rng.dirichlet([alpha] * clients)) * len(rows)).astype(int)[:-1]
-            for client, part in enumerate(np.split(rows, cuts)):
-                shards[client].extend(part.tolist())
-        shards = [sorted(s) for s in shards]
+        for _ in range(DIRICHLET_DRAWS):  # redraw (same seeded stream) while a client is left without data
+            shards = _dirichlet_shards(labels, clients, alpha, rng)
+            if all(shards):
+                break
     empty = [c for c, s in enumerate(shards) if not s]
     check(
         not empty,
@@ -99,6 +98,16 @@ def partition(labels: Sequence[int], clients: int, scheme: str, alpha: float, se
         "or a larger federated.alpha",
     )
     return shards
+
+
+def _dirichlet_shards(labels: Sequence[int], clients: int, alpha: float, rng: np.random.Generator) -> list[list[int]]:
+    shards: list[list[int]] = [[] for _ in range(clients)]
+    for label in sorted(set(labels)):
+        rows = rng.permutation([i for i, y in enumerate(labels) if y == label])
+        cuts = (np.cumsum(rng.dirichlet([alpha] * clients)) * len(rows)).astype(int)[:-1]
+        for client, part in enumerate(np.split(rows, cuts)):
+            shards[client].extend(part.tolist())
+    return [sorted(s) for s in shards]
 
 
 def malicious_clients(clients: int, count: int, seed: int) -> list[int]:

@@ -137,9 +137,9 @@ def test_client_embedding_selects_on_embeddings_not_parameters() -> None:
 
 
 def test_bad_knobs_fail_in_one_line() -> None:
-    with pytest.raises(BdrunError, match="defense.trim"):
+    with pytest.raises(BdrunError, match=r"defense\.trim"):
         build("trimmed_mean", trim=0.5)
-    with pytest.raises(BdrunError, match="defense.selector"):
+    with pytest.raises(BdrunError, match=r"defense\.selector"):
         build("client_embedding", selector="median")
     with pytest.raises(BdrunError, match="unknown defense"):
         build("bulyanx")
