@@ -74,6 +74,22 @@ def test_coordinatewise_rules_work_across_column_chunks(monkeypatch) -> None:
     assert torch.allclose(distances, torch.cdist(updates.double(), updates.double()).pow(2), atol=1e-8)
 
 
+@pytest.mark.parametrize("rho", [0.001, 0.01, 0.3, 1.0])
+def test_dim_distances_equal_the_brute_force_top_k_sum(rho: float) -> None:
+    """The candidate-column shortcut is exact: the same sums as a full top-k over every coordinate per pair."""
+    from bdrun.federated.aggregators import dim_distances
+
+    updates, _ = stealthy_round(seed=4)
+    updates[3, 100:140] += 2.0  # a second, wider anomaly
+    k = max(1, int(np.ceil(rho * updates.shape[1])))
+    expected = torch.zeros(10, 10, dtype=torch.float64)
+    for i in range(10):
+        for j in range(10):
+            if i != j:
+                expected[i, j] = (updates[i] - updates[j]).pow(2).topk(k).values.double().sum()
+    assert torch.allclose(dim_distances(updates, rho), expected, rtol=1e-6)
+
+
 def test_fedavg_weights_by_sample_count() -> None:
     updates = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     weighted = RoundUpdates(updates, [0, 1], torch.tensor([3.0, 1.0]))
