@@ -2,8 +2,9 @@
 
 ONE Hydra multirun over ``defense=<aggregators>``: the clean and the FedAvg-backdoored federations are trained
 once (the stage cache), then one federation per aggregator. The defaults are the table meant to run in about an
-hour on a 2-core CPU: 10 clients (IID), 2 malicious (20%) poisoning half of their shard, 2,000 training samples
-(200 per client), 4 rounds of one local epoch, inputs cut at 64 tokens, per-round curves on 400 test samples.
+hour on a 2-core CPU (``conf/experiment/federated_sst2_cpu.yaml``): 10 clients (IID), 2 malicious (20%) poisoning
+40% of their shard with BadNets (cf), 2,000 training samples (200 per client), 4 rounds of one local epoch,
+inputs cut at 64 tokens, per-round curves on 400 test samples.
 
     BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_federated.py --out docs/results/federated.md
 
@@ -31,21 +32,7 @@ import yaml
 from bench_defenses import publish
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET = [
-    "federated=iid",
-    "federated.clients=10",
-    "federated.malicious=2",
-    "federated.rounds=4",
-    "federated.local_epochs=1",
-    "federated.eval_samples=400",
-    "attack=badnets_cf",
-    "attack.poison_rate=0.5",  # of each malicious client's shard
-    "dataset.max_samples.train=2000",
-    "model.max_length=64",
-    "trainer.batch_size=16",
-    "optimizer.lr=1e-4",
-    "logger=none",
-]
+PRESET = ["experiment=federated_sst2_cpu", "logger=none", "hydra.sweep.subdir=${hydra.job.num}"]
 AGGREGATORS = ["fedavg", "krum", "multi_krum", "median", "trimmed_mean", "dim_krum", "client_embedding"]
 
 
