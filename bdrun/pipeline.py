@@ -331,13 +331,20 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         table.caption = (
             f"detector (CACC/ASR after rejection): {', '.join(parts)}, cost ×{detector['latency_ratio']:.2f}"
         )
+    if "detection_recall" in detector:  # a federated aggregator: the dropped clients as a detector
+        keys = [m for m in ("precision", "recall") if f"detection_{m}" in detector]
+        found = [f"{m} {pct(detector[f'detection_{m}'])}" for m in keys]
+        table.caption = f"malicious-client detection over all rounds: {', '.join(found)}"
     return table
 
 
 def config_tags(cfg: DictConfig) -> list[str]:
-    return [
+    tags = [
         f"attack={cfg.attack.name}",
         f"defense={cfg.defense.name}",
         f"dataset={cfg.dataset.name}",
         f"model={cfg.model.name}",
     ]
+    if cfg.federated.name != "none":
+        tags.append(f"federated={cfg.federated.name}")
+    return tags

@@ -16,7 +16,7 @@ from bdrun.data import Splits, TextDataset, load_splits
 from bdrun.errors import BdrunError
 from bdrun.federated import AGGREGATORS, FederatedConfig, federation
 from bdrun.federated.federation import Federation, local_update, run_federation, vector_of
-from bdrun.federated.setting import partition
+from bdrun.federated.setting import malicious_clients, partition, sampled_clients
 from bdrun.pipeline import make_stages, parse_experiment, run
 from bdrun.tracking import Tracker
 from tests.conftest import compose_config
@@ -59,6 +59,19 @@ def test_partitions_cover_the_training_set_once_and_dirichlet_skews_labels() -> 
     assert max(abs(p - 0.5) for p in share(partition(labels, 5, "dirichlet", 100.0, seed=3))) < 0.15
     with pytest.raises(BdrunError, match="without data"):
         partition(labels[:4], 10, "iid", 1.0, seed=0)
+
+
+def test_client_sampling_and_malicious_choice_are_seeded_counts() -> None:
+    setting = FederatedConfig(name="iid", clients=10, malicious=0.2, clients_per_round=0.5)
+    assert (setting.malicious_count, setting.per_round) == (2, 5)
+    rounds = [sampled_clients(10, setting.per_round, seed=1, round_no=r) for r in range(4)]
+    assert all(len(set(r)) == 5 for r in rounds) and len({tuple(r) for r in rounds}) > 1
+    assert rounds == [sampled_clients(10, 5, seed=1, round_no=r) for r in range(4)]
+    assert sampled_clients(10, 10, seed=1, round_no=3) == list(range(10))
+    chosen = malicious_clients(10, 2, seed=1)
+    assert chosen == malicious_clients(10, 2, seed=1) and len(set(chosen)) == 2
+    with pytest.raises(BdrunError, match="exceeds"):
+        FederatedConfig(name="iid", clients=3, malicious=4)
 
 
 def test_local_update_is_a_pure_function_of_weights_shard_and_seed(pretrained, context, clean) -> None:
