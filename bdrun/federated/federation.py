@@ -53,16 +53,22 @@ class Federation:
     eval_attack: Attack | None = None  # the trigger for per-round ASR; None: the curves hold CACC only
 
 
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters a client can change: frozen ones never move, so they stay out of the updates (with a
+    parameter-efficient ``model.tuning`` only the tuned parameters travel)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def vector_of(model: torch.nn.Module) -> torch.Tensor:
-    """Every parameter, flattened into one float32 CPU vector (the order of ``model.parameters()``)."""
-    return torch.cat([p.detach().reshape(-1).float().cpu() for p in model.parameters()])
+    """The trainable parameters, flattened into one float32 CPU vector (in ``model.parameters()`` order)."""
+    return torch.cat([p.detach().reshape(-1).float().cpu() for p in trainable(model)])
 
 
 @torch.no_grad()
 def load_vector(model: torch.nn.Module, vector: torch.Tensor) -> None:
-    """Copy ``vector`` into the parameters (a copy: the vector never aliases the model's storage)."""
+    """Copy ``vector`` into the trainable parameters (a copy: the vector never aliases the model's storage)."""
     offset = 0
-    for param in model.parameters():
+    for param in trainable(model):
         count = param.numel()
         param.copy_(vector[offset : offset + count].view_as(param))
         offset += count
