@@ -49,6 +49,15 @@ def test_multi_krum_averages_the_n_minus_f_best_and_drops_the_outlier() -> None:
     assert torch.allclose(result.update, honest.mean(dim=0))
 
 
+def test_bulyan_drops_the_outlier_by_repeated_krum_then_trims_per_coordinate() -> None:
+    g = torch.Generator().manual_seed(6)
+    updates = torch.cat([torch.randn(6, 40, generator=g), torch.full((1, 40), 50.0)])
+    result = build("bulyan", byzantine=1).aggregate(round_of(updates))
+    assert 6 in result.dropped and len(result.dropped) == 2  # n - 2f = 5 picked
+    picked = updates[[i for i in range(7) if i not in result.dropped]]
+    assert np.allclose(result.update.numpy(), stats.trim_mean(picked.numpy(), 1 / 5, axis=0), atol=1e-6)
+
+
 @pytest.mark.parametrize("n", [7, 8])
 def test_median_equals_numpy(n: int) -> None:
     updates = torch.randn(n, 301, generator=torch.Generator().manual_seed(n))
