@@ -345,6 +345,7 @@ def config_tags(cfg: DictConfig) -> list[str]:
         f"dataset={cfg.dataset.name}",
         f"model={cfg.model.name}",
     ]
-    if cfg.federated.name != "none":
-        tags.append(f"federated={cfg.federated.name}")
+    federated = cfg.get("federated") or {}
+    if federated.get("name", "none") != "none":
+        tags.append(f"federated={federated['name']}")
     return tags
