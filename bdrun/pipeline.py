@@ -34,8 +34,9 @@ from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.defenses import DEFENSES, Defense
-from bdrun.errors import integer
+from bdrun.errors import check, integer
 from bdrun.evaluation import evaluate_detector, evaluate_model
+from bdrun.federated import FederatedConfig
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.progress import console
@@ -61,6 +62,7 @@ class Experiment:
     device: torch.device
     cache_dir: Path
     data_dir: Path
+    federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
@@ -75,6 +77,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         device=pick_device(str(cfg.device)),
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
+        federated=parse_config(FederatedConfig, cfg.federated, "federated"),
     )
 
 
@@ -234,6 +237,23 @@ class Stages:
         key = self.evaluate_key(model_artifact.key if detector is None else detector.key)
         return self.cache.get_or_build("evaluate", key, build, f"evaluate: {role} model")
 
+    def extend_report(self, report: dict[str, Any], models: dict[str, Artifact], tracker: Tracker) -> None:
+        """A setting's own additions to the report (the federated rounds); central training adds none."""
+
+
+def make_stages(exp: Experiment, splits: Splits) -> Stages:
+    """Central training, or the federated setting's stages (bdrun/federated/stages.py) when one is chosen."""
+    if not exp.federated.enabled:
+        check(
+            exp.defense.kind != "aggregator",
+            f"defense={exp.defense.config.name} is a federated aggregator; add federated=iid (or another "
+            "conf/federated/ setting)",
+        )
+        return Stages(exp, splits)
+    from bdrun.federated.stages import FederatedStages  # imports this module
+
+    return FederatedStages(exp, splits)
+
 
 def side_effect(clean: Artifact, other: Artifact) -> float:
     """Instance-wise side effect: the fraction of clean test inputs whose prediction differs from the clean model's."""
@@ -247,7 +267,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     check_label_indices(exp, splits.num_labels)
     exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
     exp.defense.check_data(splits, exp.seed)
-    stages = Stages(exp, splits)
+    stages = make_stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 
     clean = stages.train_clean()
@@ -278,6 +298,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         if role != "clean"
     }
 
+    stages.extend_report(report, models, tracker)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     console.print(results_table(report, exp))
@@ -322,13 +343,21 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         table.caption = (
             f"detector (CACC/ASR after rejection): {', '.join(parts)}, cost ×{detector['latency_ratio']:.2f}"
         )
+    if "detection_recall" in detector:  # a federated aggregator: the dropped clients as a detector
+        keys = [m for m in ("precision", "recall") if f"detection_{m}" in detector]
+        found = [f"{m} {pct(detector[f'detection_{m}'])}" for m in keys]
+        table.caption = f"malicious-client detection over all rounds: {', '.join(found)}"
     return table
 
 
 def config_tags(cfg: DictConfig) -> list[str]:
-    return [
+    tags = [
         f"attack={cfg.attack.name}",
         f"defense={cfg.defense.name}",
         f"dataset={cfg.dataset.name}",
         f"model={cfg.model.name}",
     ]
+    federated = cfg.get("federated") or {}
+    if federated.get("name", "none") != "none":
+        tags.append(f"federated={federated['name']}")
+    return tags

@@ -15,5 +15,6 @@ from bdrun.defenses import (  # noqa: F401  (registration side effect)
 )
 from bdrun.defenses.base import Defense, Detector, Purifier
 from bdrun.defenses.registry import DEFENSES
+from bdrun.federated import defense as _federated  # noqa: F401  (registers the aggregators as defenses)
 
 __all__ = ["DEFENSES", "Defense", "Detector", "Purifier"]
