@@ -39,7 +39,7 @@ MODES = {
     "--shell-completion": "shell_completion",
 }
 # Top-level nodes that a component parses against its own dataclass, which rejects unknown keys itself.
-SCHEMA_NODES = ("model", "dataset", "attack", "defense", "optimizer", "trainer", "logger")
+SCHEMA_NODES = ("model", "dataset", "attack", "defense", "optimizer", "trainer", "logger", "federated")
 
 T = TypeVar("T")
 
