@@ -78,10 +78,17 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
 
 
 def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
-    """The trainer knobs that change trained weights (not eval batch size or checkpoint frequency)."""
+    """The trainer knobs that change trained weights (not eval batch size or checkpoint frequency).
+
+    ``compile`` and ``tf32`` change only floating-point rounding, like the device (also not in the key), so a
+    model trained with them is reused by a run without them. Bucketing changes the batches, so it is in the
+    key, but only when on: keys written before the knob existed stay valid.
+    """
     fields = dataclasses.asdict(trainer)
-    for irrelevant in ("eval_batch_size", "checkpoint_every"):
+    for irrelevant in ("eval_batch_size", "checkpoint_every", "compile", "tf32"):
         fields.pop(irrelevant)
+    if not trainer.bucketing:
+        del fields["bucketing"], fields["bucket_batches"]
     return fields
 
 
