@@ -34,6 +34,7 @@ from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.defenses import DEFENSES, Defense
+from bdrun.errors import check
 from bdrun.evaluation import evaluate_detector, evaluate_model
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
@@ -60,6 +61,7 @@ class Experiment:
     device: torch.device
     cache_dir: Path
     data_dir: Path
+    clean: bool = True  # train and evaluate the clean reference model (see run())
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
@@ -74,6 +76,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         device=pick_device(str(cfg.device)),
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
+        clean=bool(cfg.get("clean", True)),
     )
 
 
@@ -124,7 +127,7 @@ class Stages:
     def train_key(self) -> str:
         return stage_key("train", **self.base, **self.training)
 
-    def poison_key(self, clean_key: str) -> str:
+    def poison_key(self, clean_key: str | None) -> str:
         attack = dataclasses.asdict(self.exp.attack.config)
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
@@ -158,7 +161,8 @@ class Stages:
 
         return self.cache.get_or_build("train", self.train_key(), build, "train: clean fine-tuning")
 
-    def poison(self, clean: Artifact) -> Artifact:
+    def poison(self, clean: Artifact | None) -> Artifact:
+        """The backdoored model; ``clean`` (None with clean=false) is used only by model-editing attacks."""
         attack = self.exp.attack
         if attack.kind == "none":
             return clean
@@ -180,7 +184,7 @@ class Stages:
                 return {"attack": diagnostics}
 
         label = f"poison: attack={attack.config.name}"
-        return self.cache.get_or_build("poison", self.poison_key(clean.key), build, label)
+        return self.cache.get_or_build("poison", self.poison_key(clean.key if clean else None), build, label)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
@@ -239,13 +243,18 @@ def side_effect(clean: Artifact, other: Artifact) -> float:
 
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
+    check(exp.clean or exp.attack.kind != "none", "clean=false with attack=none leaves nothing to run; pick an attack")
     splits = load_splits(exp.dataset, exp.data_dir)
     exp.attack.check_labels(splits.num_labels)
     stages = Stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 
-    clean = stages.train_clean()
-    models = {"clean": clean}
+    # clean=false: no clean reference. A data-poisoning attack trains from the pre-trained model, so the clean
+    # model is never trained; a model-editing attack (EP, surgery) edits the clean model, so it is still
+    # trained (or reused) as the attack's starting point, but neither evaluated nor reported.
+    needs_clean = exp.clean or exp.attack.kind == "model"
+    clean = stages.train_clean() if needs_clean else None
+    models = {"clean": clean} if exp.clean else {}
     if exp.attack.kind != "none":
         models["backdoored"] = stages.poison(clean)
     suspect = models.get("backdoored", clean)
@@ -259,12 +268,13 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         else:
             evaluated[role] = stages.evaluate(artifact, role)
     report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
-    for role in evaluated.keys() - {"clean"}:
+    for role in evaluated.keys() - {"clean"} if exp.clean else ():
         if not (role == "purified" and exp.defense.kind == "detector"):  # a detector changes no prediction
             report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
     if "purified" in report:
-        before = report.get("backdoored", report["clean"])
+        before = report["backdoored"] if "backdoored" in report else report["clean"]
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
+    report["clean_reference"] = exp.clean  # false: no clean model evaluated, so no clean row and no side effect
     report["stages"] = {role: {"stage": a.stage, "key": a.key, "reused": a.reused} for role, a in models.items()}
     report["diagnostics"] = {
         role: {k: v for k, v in a.meta().items() if k in ("attack", "defense", "poisoned_samples")}
@@ -316,6 +326,9 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         table.caption = (
             f"detector (CACC/ASR after rejection): {', '.join(parts)}, cost ×{detector['latency_ratio']:.2f}"
         )
+    if not report.get("clean_reference", True):
+        note = "clean=false: no clean reference model, so no clean row and no side effect"
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table
 
 
