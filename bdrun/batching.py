@@ -6,15 +6,28 @@ that dynamic padding has almost nothing left to pad.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+# tokenizer -> max_length -> text -> ids. Every stage of a run tokenises the same texts again (the poisoned
+# training set is mostly the clean one; each model's evaluation reads the same test inputs), so each distinct
+# text is tokenised once per run. Weak keys: the memo goes when the run's tokenizer does.
+_MEMO: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict[int, dict[str, list[int]]]] = weakref.WeakKeyDictionary()
+
 
 def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length`` (special tokens included)."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    """Token ids per text, truncated to ``max_length`` (special tokens included).
+
+    The id lists are shared with later calls (memoised per tokenizer): read them, do not modify them.
+    """
+    memo = _MEMO.setdefault(tokenizer, {}).setdefault(max_length, {})
+    missing = list(dict.fromkeys(t for t in texts if t not in memo))
+    if missing:
+        memo.update(zip(missing, tokenizer(missing, truncation=True, max_length=max_length)["input_ids"], strict=True))
+    return [memo[t] for t in texts]
 
 
 def collate(encoded: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -104,6 +104,11 @@ class Stages:
         self.cache = StageCache(exp.cache_dir)
         self.tokenizer = load_tokenizer(exp.model)
         self._pretrained: torch.nn.Module | None = None
+        # Models that train() built in this run, by (stage, key): the evaluation (and a defense) takes them from
+        # memory instead of re-reading the weights just saved. Only training's output is kept: its weights are
+        # all of it, whereas an editing method might leave state (hooks, flags) that its saved file does not
+        # hold, and the run must evaluate exactly what the cache holds. At most two (clean, backdoored).
+        self._trained: dict[tuple[str, str], torch.nn.Module] = {}
         self.base = {"model": dataclasses.asdict(exp.model), "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
 
@@ -114,7 +119,12 @@ class Stages:
             self._pretrained = load_pretrained(self.exp.model, self.splits.num_labels, self.exp.seed)
         return copy.deepcopy(self._pretrained)
 
-    def load(self, artifact: Artifact) -> torch.nn.Module:
+    def load(self, artifact: Artifact, *, shared: bool = False) -> torch.nn.Module:
+        """The artifact's model, from memory when this run trained it. ``shared``: the caller only reads it
+        (prediction), so the in-memory model itself may be returned rather than a copy."""
+        trained = self._trained.get((artifact.stage, artifact.key))
+        if trained is not None:
+            return trained if shared else copy.deepcopy(trained)
         return load_weights(self.pretrained(), artifact.path / WEIGHTS)
 
     def context(self, work_dir: Path) -> StageContext:
@@ -157,9 +167,11 @@ class Stages:
             model = self.pretrained()
             stats = self.context(work).train(model, self.splits.train, desc="train clean")
             save_weights(model, out / WEIGHTS)
+            self._trained["train", key] = model
             return {"train": stats}
 
-        return self.cache.get_or_build("train", self.train_key(), build, "train: clean fine-tuning")
+        key = self.train_key()
+        return self.cache.get_or_build("train", key, build, "train: clean fine-tuning")
 
     def poison(self, clean: Artifact | None) -> Artifact:
         """The backdoored model; ``clean`` (None with clean=false) is used only by model-editing attacks."""
@@ -173,6 +185,7 @@ class Stages:
                 model = self.pretrained()
                 stats = self.context(work).train(model, poisoned, desc="train poisoned")
                 save_weights(model, out / WEIGHTS)
+                self._trained["poison", key] = model
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
         else:
@@ -184,7 +197,8 @@ class Stages:
                 return {"attack": diagnostics}
 
         label = f"poison: attack={attack.config.name}"
-        return self.cache.get_or_build("poison", self.poison_key(clean.key if clean else None), build, label)
+        key = self.poison_key(clean.key if clean else None)
+        return self.cache.get_or_build("poison", key, build, label)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
@@ -218,7 +232,7 @@ class Stages:
                 (out / "detector_outputs.json").write_text(json.dumps(outputs))
                 return {"metrics": metrics}
             metrics, predictions = evaluate_model(
-                self.load(model_artifact),
+                self.load(model_artifact, shared=True),
                 self.tokenizer,
                 self.splits.test,
                 exp.attack,
