@@ -41,7 +41,7 @@ from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.progress import console
 from bdrun.registry import parse_config
 from bdrun.tracking import Tracker
-from bdrun.training import TrainerConfig
+from bdrun.training import TrainerConfig, use_tf32
 
 WEIGHTS = "model.safetensors"
 DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
@@ -258,6 +258,7 @@ def side_effect(clean: Artifact, other: Artifact) -> float:
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
     check(exp.clean or exp.attack.kind != "none", "clean=false with attack=none leaves nothing to run; pick an attack")
+    use_tf32(exp.device, exp.trainer.tf32)  # for evaluation too (train() sets it for training)
     splits = load_splits(exp.dataset, exp.data_dir)
     exp.attack.check_labels(splits.num_labels)
     stages = Stages(exp, splits)
