@@ -36,7 +36,7 @@ from bdrun.data import DatasetConfig, load_splits
 from bdrun.evaluation import predict
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, pick_device
 from bdrun.optimizers import OPTIMIZERS
-from bdrun.training import TrainerConfig, _save_checkpoint, epoch_order, train
+from bdrun.training import TrainerConfig, _save_checkpoint, epoch_batches, epoch_order, train
 
 
 def bare_loop(model, tokenizer, data, optimizer_spec, trainer, max_length, seed, device) -> float:
@@ -185,6 +185,16 @@ def main() -> None:
         f"samples/s; {args.samples} samples, MiniLM {layers} layers, batch {args.batch_size}, max_length "
         f"{args.max_length}, {device}, {args.precision}, compile={args.compile}, {torch.get_num_threads()} threads)"
     )
+    if args.compare == "bucketing":  # the work each side does, independent of host load
+        lengths = [len(ids) for ids in encode(tokenizer, data.texts, args.max_length)]
+        padded = [
+            sum(len(rows) * max(lengths[i] for i in rows) for rows in epoch_batches(lengths, config, 0, 0))
+            for config in (trainer, dataclasses.replace(trainer, bucketing=True))
+        ]
+        print(
+            f"tokens per epoch with padding: plain {padded[0]}, bucketed {padded[1]} "
+            f"(real {sum(lengths)}; plain/bucketed {padded[0] / padded[1]:.3f})"
+        )
     if args.eval:
         rate = eval_throughput(trained, tokenizer, splits.test.texts, trainer, args.max_length, device)
         print(
