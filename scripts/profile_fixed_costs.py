@@ -1,8 +1,9 @@
 """Where a job's fixed seconds go: everything a bdrun job spends outside its training and prediction loops.
 
-Imports are timed in fresh interpreters (a module imports once per process); the rest runs in this process in
-the order a fresh ``bdrun`` job runs it, on the quickstart job (MiniLM-L6, 2,000 SST-2 training sentences, full
-dev and test sets, max length 64). W&B start/finish is timed with the default offline logger.
+Imports are timed in fresh interpreters (a module imports once per process); the rest runs in one more fresh
+interpreter per round, in the order a fresh ``bdrun`` job runs it, on the quickstart job (MiniLM-L6, 2,000
+SST-2 training sentences, full dev and test sets, max length 64). W&B start/finish is timed with the default
+offline logger.
 
     python scripts/profile_fixed_costs.py --rounds 3
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import subprocess
 import sys
@@ -24,7 +26,8 @@ IMPORTS = {
     "import torch": "import torch",
     "import transformers (+torch)": "import transformers, torch",
     "import bdrun.cli (hydra)": "import bdrun.cli",
-    "import bdrun.pipeline (+torch, transformers, sklearn, methods)": "import bdrun.pipeline",
+    "import bdrun.pipeline (+torch, transformers, methods)": "import bdrun.pipeline",
+    "import sklearn.metrics (detectors only, now lazy)": "import sklearn.metrics",
     "import wandb": "import wandb",
 }
 
@@ -57,7 +60,9 @@ def in_process(timings: dict[str, list[float]]) -> None:
     splits = timed("load splits (TSV, subset)", lambda: load_splits(data_cfg, "."))
     timed("fingerprint splits (cache keys)", splits.fingerprint)
     tokenizer = timed("load tokenizer", lambda: load_tokenizer(model_cfg))
-    pretrained = timed("load pre-trained model", lambda: load_pretrained(model_cfg, 2, 0))
+    pretrained = timed(
+        "load pre-trained model (imports transformers' BERT code)", lambda: load_pretrained(model_cfg, 2, 0)
+    )
     model = timed("copy pre-trained model (per stage)", lambda: copy.deepcopy(pretrained))
     timed("tokenise train (2,000)", lambda: encode(tokenizer, splits.train.texts, 64))
     timed("tokenise test (clean)", lambda: encode(tokenizer, splits.test.texts, 64))
@@ -83,20 +88,35 @@ def wandb_cost(timings: dict[str, list[float]]) -> None:
         timings["wandb offline init + finish"].append(time.perf_counter() - started)
 
 
+def child(with_wandb: bool) -> None:
+    """One job's worth of steps in this (fresh) process; prints the timings as JSON for the parent."""
+    timings: dict[str, list[float]] = defaultdict(list)
+    in_process(timings)
+    if with_wandb:
+        wandb_cost(timings)
+    print(json.dumps(timings))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-wandb", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(not args.no_wandb)
+        return
     timings: dict[str, list[float]] = defaultdict(list)
     for _ in range(args.rounds):
         for label, statement in IMPORTS.items():
             timings[label].append(time_import(statement))
-        in_process(timings)
-        if not args.no_wandb:
-            wandb_cost(timings)
+        # Every job is a fresh process: first-call costs (lazy imports, W&B's service) count each time.
+        command = [sys.executable, __file__, "--child", *(["--no-wandb"] if args.no_wandb else [])]
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+        for label, values in json.loads(result.stdout.strip().splitlines()[-1]).items():
+            timings[label].extend(values)
     width = max(map(len, timings))
-    print(f"{'step':<{width}}  median s  (of {args.rounds})")
+    print(f"{'step':<{width}}  median s  (of {args.rounds} fresh processes)")
     for label, values in timings.items():
         print(f"{label:<{width}}  {statistics.median(values):8.3f}")
 
