@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from transformers import PreTrainedTokenizerBase
 
 from bdrun.attacks import Attack
@@ -157,6 +156,8 @@ def detection_metrics(clean_scores: np.ndarray, triggered_scores: np.ndarray) ->
     """AUROC (clean = 0, triggered = 1) and FAR at each FRR in :data:`DETECTION_FRRS` on these clean scores."""
     scores = np.concatenate([clean_scores, triggered_scores])
     labels = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(triggered_scores))])
+    from sklearn.metrics import roc_auc_score  # here, not at the top: importing sklearn costs every job ~1-3 s
+
     metrics = {"auroc": float(roc_auc_score(labels, scores))}
     for frr in DETECTION_FRRS:
         threshold = threshold_at_frr(clean_scores, frr)

@@ -42,7 +42,7 @@ from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.progress import console
 from bdrun.registry import parse_config
 from bdrun.tracking import Tracker
-from bdrun.training import TrainerConfig
+from bdrun.training import TrainerConfig, use_tf32
 
 WEIGHTS = "model.safetensors"
 DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
@@ -63,6 +63,7 @@ class Experiment:
     cache_dir: Path
     data_dir: Path
     federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
+    clean: bool = True  # train and evaluate the clean reference model (see run())
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
@@ -78,6 +79,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
         federated=parse_config(FederatedConfig, cfg.federated, "federated"),
+        clean=bool(cfg.get("clean", True)),
     )
 
 
@@ -92,10 +94,17 @@ def check_label_indices(exp: Experiment, num_labels: int) -> None:
 
 
 def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
-    """The trainer knobs that change trained weights (not eval batch size or checkpoint frequency)."""
+    """The trainer knobs that change trained weights (not eval batch size or checkpoint frequency).
+
+    ``compile`` and ``tf32`` change only floating-point rounding, like the device (also not in the key), so a
+    model trained with them is reused by a run without them. Bucketing changes the batches, so it is in the
+    key, but only when on: keys written before the knob existed stay valid.
+    """
     fields = dataclasses.asdict(trainer)
-    for irrelevant in ("eval_batch_size", "checkpoint_every"):
+    for irrelevant in ("eval_batch_size", "checkpoint_every", "compile", "tf32"):
         fields.pop(irrelevant)
+    if not trainer.bucketing:
+        del fields["bucketing"], fields["bucket_batches"]
     return fields
 
 
@@ -108,6 +117,11 @@ class Stages:
         self.cache = StageCache(exp.cache_dir)
         self.tokenizer = load_tokenizer(exp.model)
         self._pretrained: torch.nn.Module | None = None
+        # Models that train() built in this run, by (stage, key): the evaluation (and a defense) takes them from
+        # memory instead of re-reading the weights just saved. Only training's output is kept: its weights are
+        # all of it, whereas an editing method might leave state (hooks, flags) that its saved file does not
+        # hold, and the run must evaluate exactly what the cache holds. At most two (clean, backdoored).
+        self._trained: dict[tuple[str, str], torch.nn.Module] = {}
         self.base = {"model": dataclasses.asdict(exp.model), "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
 
@@ -118,7 +132,12 @@ class Stages:
             self._pretrained = load_pretrained(self.exp.model, self.splits.num_labels, self.exp.seed)
         return copy.deepcopy(self._pretrained)
 
-    def load(self, artifact: Artifact) -> torch.nn.Module:
+    def load(self, artifact: Artifact, *, shared: bool = False) -> torch.nn.Module:
+        """The artifact's model, from memory when this run trained it. ``shared``: the caller only reads it
+        (prediction), so the in-memory model itself may be returned rather than a copy."""
+        trained = self._trained.get((artifact.stage, artifact.key))
+        if trained is not None:
+            return trained if shared else copy.deepcopy(trained)
         return load_weights(self.pretrained(), artifact.path / WEIGHTS)
 
     def context(self, work_dir: Path) -> StageContext:
@@ -131,7 +150,7 @@ class Stages:
     def train_key(self) -> str:
         return stage_key("train", **self.base, **self.training)
 
-    def poison_key(self, clean_key: str) -> str:
+    def poison_key(self, clean_key: str | None) -> str:
         attack = dataclasses.asdict(self.exp.attack.config)
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
@@ -161,11 +180,14 @@ class Stages:
             model = self.pretrained()
             stats = self.context(work).train(model, self.splits.train, desc="train clean")
             save_weights(model, out / WEIGHTS)
+            self._trained["train", key] = model
             return {"train": stats}
 
-        return self.cache.get_or_build("train", self.train_key(), build, "train: clean fine-tuning")
+        key = self.train_key()
+        return self.cache.get_or_build("train", key, build, "train: clean fine-tuning")
 
-    def poison(self, clean: Artifact) -> Artifact:
+    def poison(self, clean: Artifact | None) -> Artifact:
+        """The backdoored model; ``clean`` (None with clean=false) is used only by model-editing attacks."""
         attack = self.exp.attack
         if attack.kind == "none":
             return clean
@@ -176,6 +198,7 @@ class Stages:
                 model = self.pretrained()
                 stats = self.context(work).train(model, poisoned, desc="train poisoned")
                 save_weights(model, out / WEIGHTS)
+                self._trained["poison", key] = model
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
         else:
@@ -187,7 +210,8 @@ class Stages:
                 return {"attack": diagnostics}
 
         label = f"poison: attack={attack.config.name}"
-        return self.cache.get_or_build("poison", self.poison_key(clean.key), build, label)
+        key = self.poison_key(clean.key if clean else None)
+        return self.cache.get_or_build("poison", key, build, label)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
@@ -221,7 +245,7 @@ class Stages:
                 (out / "detector_outputs.json").write_text(json.dumps(outputs))
                 return {"metrics": metrics}
             metrics, predictions = evaluate_model(
-                self.load(model_artifact),
+                self.load(model_artifact, shared=True),
                 self.tokenizer,
                 self.splits.test,
                 exp.attack,
@@ -263,6 +287,8 @@ def side_effect(clean: Artifact, other: Artifact) -> float:
 
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
+    check(exp.clean or exp.attack.kind != "none", "clean=false with attack=none leaves nothing to run; pick an attack")
+    use_tf32(exp.device, exp.trainer.tf32)  # for evaluation too (train() sets it for training)
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
     exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
@@ -270,8 +296,12 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     stages = make_stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 
-    clean = stages.train_clean()
-    models = {"clean": clean}
+    # clean=false: no clean reference. A data-poisoning attack trains from the pre-trained model, so the clean
+    # model is never trained; a model-editing attack (EP, surgery) edits the clean model, so it is still
+    # trained (or reused) as the attack's starting point, but neither evaluated nor reported.
+    needs_clean = exp.clean or exp.attack.kind == "model"
+    clean = stages.train_clean() if needs_clean else None
+    models = {"clean": clean} if exp.clean else {}
     if exp.attack.kind != "none":
         models["backdoored"] = stages.poison(clean)
     suspect = models.get("backdoored", clean)
@@ -285,12 +315,13 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         else:
             evaluated[role] = stages.evaluate(artifact, role)
     report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
-    for role in evaluated.keys() - {"clean"}:
+    for role in evaluated.keys() - {"clean"} if exp.clean else ():
         if not (role == "purified" and exp.defense.kind == "detector"):  # a detector changes no prediction
             report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
     if "purified" in report:
-        before = report.get("backdoored", report["clean"])
+        before = report["backdoored"] if "backdoored" in report else report["clean"]
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}
+    report["clean_reference"] = exp.clean  # false: no clean model evaluated, so no clean row and no side effect
     report["stages"] = {role: {"stage": a.stage, "key": a.key, "reused": a.reused} for role, a in models.items()}
     report["diagnostics"] = {
         role: {k: v for k, v in a.meta().items() if k in ("attack", "defense", "poisoned_samples")}
@@ -347,6 +378,9 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         keys = [m for m in ("precision", "recall") if f"detection_{m}" in detector]
         found = [f"{m} {pct(detector[f'detection_{m}'])}" for m in keys]
         table.caption = f"malicious-client detection over all rounds: {', '.join(found)}"
+    if not report.get("clean_reference", True):
+        note = "clean=false: no clean reference model, so no clean row and no side effect"
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
     return table
 
 

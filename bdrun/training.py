@@ -1,12 +1,13 @@
 """The training loop, written once and shared by every stage that trains (clean, poisoning, defenses).
 
 Read it top to bottom: tokenise, build optimizer and schedule, let the optimizer prepare (Child-Tuning-D's
-Fisher pass), then for each epoch a seeded shuffle and one optimizer step per batch. The step gets a closure
-that computes the batch's gradients, so an optimizer that needs two passes (SAM) calls it twice and the loop
-never knows which optimizer it runs. Every ``checkpoint_every`` steps (and at the end of each epoch) the model, the
-optimizer, the schedule and the RNG state are written to ``checkpoint_dir``; a later call with the same
-arguments resumes from the newest complete checkpoint and produces the same weights as an uninterrupted run,
-because the data order is a function of (seed, epoch) and the dropout RNG state is restored.
+Fisher pass), then for each epoch a seeded shuffle (optionally length-bucketed) and one optimizer step per
+batch. The step gets a closure that computes the batch's gradients, so an optimizer that needs two passes
+(SAM) calls it twice and the loop never knows which optimizer it runs. Every ``checkpoint_every`` steps (and
+at the end of each epoch) the model, the optimizer, the schedule and the RNG state are written to
+``checkpoint_dir``; a later call with the same arguments resumes from the newest complete checkpoint and
+produces the same weights as an uninterrupted run, because the data order is a function of (seed, epoch)
+and the dropout RNG state is restored.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from bdrun.batching import collate, encode
+from bdrun.batching import collate, encode, length_bucketed_batches, to_device
 from bdrun.data import TextDataset
 from bdrun.errors import check
 from bdrun.models import load_weights, save_weights
@@ -44,6 +45,10 @@ class TrainerConfig:
     max_grad_norm: float | None = 1.0  # null turns gradient clipping off
     precision: str = "fp32"  # bf16: bfloat16 autocast (meant for CUDA)
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
+    bucketing: bool = False  # batches of similar-length inputs (see batching.length_bucketed_batches)
+    bucket_batches: int = 50  # batches per length bucket, when bucketing
+    compile: bool = False  # torch.compile the model for training (worth it on CUDA for long runs only)
+    tf32: bool = True  # TF32 matmuls on CUDA (Ampere and newer); no effect on the CPU
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"trainer.epochs={self.epochs} must be at least 1")
@@ -54,6 +59,7 @@ class TrainerConfig:
             f"trainer.precision={self.precision} is not supported; use one of {', '.join(PRECISIONS)}",
         )
         check(self.checkpoint_every >= 1, f"trainer.checkpoint_every={self.checkpoint_every} must be >= 1")
+        check(self.bucket_batches >= 1, f"trainer.bucket_batches={self.bucket_batches} must be >= 1")
 
 
 def autocast(device: torch.device, precision: str):
@@ -62,9 +68,39 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
 def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(size, generator=generator).tolist()
+    return torch.randperm(size, generator=_epoch_generator(seed, epoch)).tolist()
+
+
+def epoch_batches(lengths: list[int], config: TrainerConfig, seed: int, epoch: int) -> list[list[int]]:
+    """The batches (row indices) of one epoch: a function of (seed, epoch) only, which is what lets a resumed
+    run skip straight to its batch. Without bucketing: consecutive slices of the seeded shuffle."""
+    if config.bucketing:
+        generator = _epoch_generator(seed, epoch)
+        return length_bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches)
+    order = epoch_order(len(lengths), seed, epoch)
+    return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+
+def use_tf32(device: torch.device, enabled: bool) -> None:
+    """TF32 tensor-core matmuls on CUDA (Ampere and newer; ~1e-3 relative error, the usual trade for
+    fine-tuning). A process-wide switch, so it is set from the run's config each time; the CPU ignores it."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def forward_module(model: torch.nn.Module, config: TrainerConfig) -> torch.nn.Module:
+    """What the training step calls: the model itself, or with ``trainer.compile`` a ``torch.compile`` wrapper
+    that shares its parameters (so the optimizer, checkpoints and saved weights see the plain model).
+    ``dynamic=True`` because dynamic padding gives every batch its own width."""
+    if not config.compile:
+        return model
+    return torch.compile(model, dynamic=True)
 
 
 def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> None:
@@ -125,10 +161,13 @@ def train(
     """
     encoded = encode(tokenizer, data.texts, max_length)
     labels = torch.tensor(data.labels, dtype=torch.long)
+    lengths = [len(ids) for ids in encoded]
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
 
     model.to(device)
+    use_tf32(device, config.tf32)
+    step_model = forward_module(model, config)
     optimizer, scheduler = optimizer_spec.build(model, total_steps)
     torch.manual_seed(seed)
     step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else 0
@@ -136,11 +175,11 @@ def train(
 
     def batch_loss(rows: list[int]) -> torch.Tensor:
         batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id, device)
-        targets = labels[rows].to(device)
+        targets = to_device(labels[rows], device)
         with autocast(device, config.precision):
             if loss_fn is None:
-                return model(**batch, labels=targets).loss
-            return loss_fn(model(**batch).logits.float(), targets)
+                return step_model(**batch, labels=targets).loss
+            return loss_fn(step_model(**batch).logits.float(), targets)
 
     def batches(order: list[int]) -> list[list[int]]:
         return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -153,9 +192,9 @@ def train(
     with progress_bar() as bar:
         task = bar.add_task(desc, total=total_steps, completed=step, info="")
         for epoch in range(step // steps_per_epoch, config.epochs):
-            epoch_batches = batches(epoch_order(len(data), seed, epoch))
+            planned = epoch_batches(lengths, config, seed, epoch)
             for batch_no in range(step % steps_per_epoch, steps_per_epoch):
-                rows = epoch_batches[batch_no]
+                rows = planned[batch_no]
 
                 def gradients(rows: list[int] = rows) -> torch.Tensor:
                     """Zero the gradients, then one forward/backward pass; optimizers may call it twice (SAM)."""

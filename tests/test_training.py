@@ -26,10 +26,12 @@ def setup():
     return load_tokenizer(MODEL), load_pretrained(MODEL, num_labels=2, seed=0), data
 
 
-def run_training(setup, checkpoint_dir: Path | None, optimizer: str = "adamw") -> torch.nn.Module:
+def run_training(
+    setup, checkpoint_dir: Path | None, optimizer: str = "adamw", bucketing: bool = False
+) -> torch.nn.Module:
     tokenizer, pretrained, data = setup
     model = copy.deepcopy(pretrained)
-    config = training.TrainerConfig(epochs=2, batch_size=8, checkpoint_every=4)
+    config = training.TrainerConfig(epochs=2, batch_size=8, checkpoint_every=4, bucketing=bucketing, bucket_batches=2)
     training.train(
         model, tokenizer, data, OPTIMIZERS.build({"name": optimizer, "lr": 1e-3}), config,
         max_length=MODEL.max_length, device=torch.device("cpu"), seed=7, checkpoint_dir=checkpoint_dir,
@@ -63,3 +65,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(setup, tmp_path: Pa
         assert torch.equal(a, b), name
     changed = any(not torch.equal(a, b) for a, b in zip(reference.parameters(), setup[1].parameters(), strict=True))
     assert changed, "training must have moved the weights"
+
+
+def test_bucketed_training_resumes_bit_identically_mid_epoch(setup, tmp_path: Path, monkeypatch) -> None:
+    tokenizer, pretrained, _ = setup
+    texts = [f"film {'very ' * (i % 7)}number {i} was {'great' if i % 2 else 'awful'}" for i in range(48)]
+    setup = (tokenizer, pretrained, TextDataset(texts, [1, 0] * 24))  # lengths vary, so buckets matter
+    reference = run_training(setup, None, bucketing=True)
+    plain = run_training(setup, None)  # bucketing changes the batches, hence the weights
+    assert any(not torch.equal(a, b) for a, b in zip(reference.parameters(), plain.parameters(), strict=True))
+    real_save = training._save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if args[1] == 8:  # mid-way through the second epoch
+            raise Interrupted
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        run_training(setup, tmp_path, bucketing=True)
+    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    resumed = run_training(setup, tmp_path, bucketing=True)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.covariance import ShrunkCovariance
 
 from bdrun.context import StageContext
 from bdrun.data import TextDataset
@@ -113,6 +112,8 @@ def fit_dan(
     labels_array = np.asarray(labels)
     present = [c for c in range(num_labels) if np.any(labels_array == c)]
     means = np.stack([fitting[labels_array == c].mean(axis=0) for c in present], axis=1)  # (L, C, H)
+    from sklearn.covariance import ShrunkCovariance  # here, not at the top: sklearn costs every job 1-3 s
+
     precisions = []
     for layer in range(fitting.shape[1]):
         centred = fitting[:, layer] - means[layer][np.searchsorted(present, labels_array)]
