@@ -10,10 +10,11 @@ from tests.conftest import TINY, run_cli
 
 
 def test_a_2x2_sweep_summary_has_one_row_per_job_with_failures_listed(tmp_path: Path) -> None:
-    # 2 defenses x 2 poison rates; rate 1.5 is rejected by the attack's config check, so two jobs fail fast
+    # 2 defenses x 2 poison rates; rate 0.9 asks for more poisoned samples than the 96-sample training set has
+    # non-target ones: preflight cannot know that (it needs the data), so those two jobs fail at their data check
     # (and one poisoned model serves both defenses of rate 0.1).
     sweep = tmp_path / "sweep"
-    args = ["-m", *TINY, "defense=none,fine_tuning", "attack.poison_rate=0.1,1.5", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", *TINY, "defense=none,fine_tuning", "attack.poison_rate=0.1,0.9", f"hydra.sweep.dir={sweep}"]
     result = run_cli(args, tmp_path)
     log = result.stdout + result.stderr
     assert result.returncode == 1, log[-3000:]  # the sweep ran every job, then reports the failures
@@ -39,10 +40,10 @@ def test_a_2x2_sweep_summary_has_one_row_per_job_with_failures_listed(tmp_path: 
         "error",
     ]
     by_job = {(r["defense"], r["attack.poison_rate"]): r for r in rows}
-    assert set(by_job) == {("none", "0.1"), ("none", "1.5"), ("fine_tuning", "0.1"), ("fine_tuning", "1.5")}
+    assert set(by_job) == {("none", "0.1"), ("none", "0.9"), ("fine_tuning", "0.1"), ("fine_tuning", "0.9")}
     for defense in ("none", "fine_tuning"):
-        failed = by_job[(defense, "1.5")]
-        assert failed["status"] == "failed" and "attack.poison_rate=1.5" in failed["error"]
+        failed = by_job[(defense, "0.9")]
+        assert failed["status"] == "failed" and "attack.poison_rate=0.9" in failed["error"]
         assert failed["clean.cacc"] == ""
         done = by_job[(defense, "0.1")]
         assert done["status"] == "completed" and done["error"] == ""
