@@ -118,7 +118,7 @@ class Stages:
         return stage_key("train", **self.base, **self.training)
 
     def poison_key(self, clean_key: str) -> str:
-        attack = dataclasses.asdict(self.exp.attack.config)
+        attack = self.exp.attack.config.key_fields()
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
         return stage_key("poison", **self.base, **self.training, attack=attack)
@@ -135,7 +135,7 @@ class Stages:
         return stage_key(
             "evaluate",
             model=model_key,
-            attack=dataclasses.asdict(self.exp.attack.config),
+            attack=self.exp.attack.config.key_fields(),
             test=self.splits.test.fingerprint(),
             seed=self.exp.seed,
             max_length=self.exp.model.max_length,

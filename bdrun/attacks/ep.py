@@ -109,7 +109,7 @@ def read_corpus(location: str) -> list[str]:
 class EmbeddingPoisoning(ModelEditingAttack):
     config: EPConfig
 
-    def insert_trigger(self, text: str, rng: random.Random) -> str:
+    def trigger_text(self, text: str, rng: random.Random) -> str:
         return insert_words(text, [self.config.trigger], "random", rng)
 
     def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
