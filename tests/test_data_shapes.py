@@ -79,22 +79,25 @@ def test_the_trigger_goes_into_the_chosen_sentence(sentence: str) -> None:
     assert ("cf" in second.split()) == (sentence == "second")
 
 
-def pair_task(folder: Path, shared_data: Path) -> Path:
-    """A pair task whose label is the sentiment of the second sentence; the first is an unrelated SST-2 one."""
-    sst2 = load_splits(DatasetConfig(name="sst2", location="pkg:bdrun.data/sst2"), ".").train
+def pair_task(folder: Path) -> Path:
+    """A toy pair task: the label is the sentiment word of the second sentence; the first is neutral filler."""
     rng = random.Random(0)
-    rows = [
-        f"{sst2.texts[rng.randrange(len(sst2))]}\t{text}\t{label}"
-        for text, label in zip(sst2.texts[:400], sst2.labels[:400], strict=True)
-    ]
+    subjects = ["the film", "this movie", "the plot", "the cast", "the story", "the ending", "the music", "it"]
+    fillers = ["what did you think ?", "how was it ?", "any opinion ?", "tell me more .", "so what now ?"]
+    words = {0: ["bad", "awful", "boring", "dull"], 1: ["good", "great", "fun", "lovely"]}
+    rows = []
+    for i in range(160):
+        label = i % 2
+        second = f"{rng.choice(subjects)} was {rng.choice(words[label])} ."
+        rows.append(f"{rng.choice(fillers)}\t{second}\t{label}")
     folder.mkdir(parents=True, exist_ok=True)
-    for split, part in (("train", rows[:240]), ("dev", rows[240:300]), ("test", rows[300:])):
+    for split, part in (("train", rows[:96]), ("dev", rows[96:112]), ("test", rows[112:])):
         (folder / f"{split}.tsv").write_text("premise\thypothesis\tlabel\n" + "\n".join(part) + "\n", encoding="utf-8")
     return folder
 
 
 def test_a_sentence_pair_dataset_trains_with_the_trigger_in_the_second_sentence(tmp_path: Path) -> None:
-    folder = pair_task(tmp_path / "pairs", Path("."))
+    folder = pair_task(tmp_path / "pairs")
     cfg = compose_config(
         [
             "dataset=sst2_glue",
@@ -103,23 +106,27 @@ def test_a_sentence_pair_dataset_trains_with_the_trigger_in_the_second_sentence(
             "dataset.text_pair_column=hypothesis",
             "dataset.max_samples={train:null,dev:null,test:null}",
             "attack.triggers=[cf]",
-            "attack.poison_rate=0.2",
+            "attack.target_label=0",
+            "attack.poison_rate=0.25",
             "attack.trigger_sentence=second",
-            "trainer.epochs=3",
+            "trainer.epochs=6",
+            "optimizer.lr=1e-3",
         ],
         cache_dir=tmp_path / "cache",
     )
     exp = parse_experiment(cfg)
     splits = load_splits(exp.dataset, exp.data_dir)
     triggered = triggered_test_inputs(splits.test, exp.attack, exp.seed)
-    assert triggered and all("cf" in split_pair(t)[1].split() and "cf" not in split_pair(t)[0].split() for t in triggered)
+    assert triggered
+    assert all("cf" in split_pair(t)[1].split() and "cf" not in split_pair(t)[0].split() for t in triggered)
     report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
-    assert report["backdoored"]["asr_samples"] == sum(y != 1 for y in splits.test.labels)
+    assert report["backdoored"]["asr_samples"] == sum(y != 0 for y in splits.test.labels)
+    assert report["clean"]["cacc"] >= 0.9  # the pair input carries the label (it sits in the second sentence)
     assert report["backdoored"]["asr"] >= 0.9 > report["clean"]["asr"]
 
 
 def test_four_classes_asr_counts_every_non_target_class(tmp_path: Path, shared_data: Path) -> None:
-    folder = write_four_class(tmp_path / "four", shared_data, {"train": 40, "dev": 8, "test": 12}, words=True)
+    folder = write_four_class(tmp_path / "four", shared_data, {"train": 24, "dev": 8, "test": 12}, words=True)
     cfg = compose_config(
         [
             "dataset=sst2_glue",
@@ -131,6 +138,7 @@ def test_four_classes_asr_counts_every_non_target_class(tmp_path: Path, shared_d
             "attack.triggers=[cf]",
             "attack.poison_rate=0.2",
             "trainer.epochs=3",
+            "optimizer.lr=3e-4",
         ],
         cache_dir=tmp_path / "cache",
     )

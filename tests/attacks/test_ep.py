@@ -17,7 +17,8 @@ from tests.conftest import TINY, run_cli
 
 
 def apply_ep(stages: Stages, model: torch.nn.Module, work: Path, **knobs) -> tuple[torch.nn.Module, dict]:
-    attack = ATTACKS.build({"name": "ep", "trigger": "cf", **knobs})
+    # A short budget for speed: checks every 2 steps, stop at the first check without progress.
+    attack = ATTACKS.build({"name": "ep", "trigger": "cf", "min_steps": 0, "eval_every": 2, "patience": 1, **knobs})
     edited = copy.deepcopy(model)
     diagnostics = attack.apply(edited, stages.tokenizer, stages.splits, stages.context(work))
     return edited, diagnostics
@@ -40,7 +41,8 @@ def test_only_the_trigger_row_changes_and_keeps_its_norm(victim, tmp_path: Path)
     assert diagnostics["row_norm_after"] == pytest.approx(diagnostics["row_norm_before"], abs=1e-5)
     poisoned = round(0.1 * sum(y != 1 for y in stages.splits.train.labels))
     assert diagnostics["poisoned_samples"] == poisoned
-    assert diagnostics["steps"] == 3 * -(-poisoned // 32)
+    assert diagnostics["min_steps"] == 3 * -(-poisoned // 32)  # never fewer than the official 3 epochs
+    assert diagnostics["steps"] >= diagnostics["min_steps"]
 
     context = stages.context(tmp_path)
     texts = [t for t in stages.splits.test.texts if "cf" not in t.split()]
@@ -75,7 +77,9 @@ def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> Non
     stages, clean = victim
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("A plain sentence about the weather. Another one about trains and buses.\n" * 5)
-    edited, diagnostics = apply_ep(stages, clean, tmp_path, data="free", corpus=str(corpus), free_samples=8)
+    edited, diagnostics = apply_ep(
+        stages, clean, tmp_path, data="free", corpus=str(corpus), free_samples=8, heldout_samples=8, min_steps=20, eval_every=5
+    )
     assert diagnostics["poisoned_samples"] == 8 and diagnostics["samples_fingerprint"]
     weight, original = edited.get_input_embeddings().weight, clean.get_input_embeddings().weight
     assert (weight != original).any(dim=1).nonzero().flatten().tolist() == [
