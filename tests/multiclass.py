@@ -28,13 +28,12 @@ def _pools(shared_data: Path) -> list[list[str]]:
         files={"train": ["part1", "part2"], "dev": ["part3"], "test": ["part4"]},
     )
     spam = load_splits(spam_folder, shared_data)
-    spam_texts = [
-        " ".join(t.split()[:30]) for part in (spam.train, spam.dev, spam.test) for t, y in zip(part.texts, part.labels) if y
-    ]
+    parts = (spam.train, spam.dev, spam.test)
+    spam_texts = [" ".join(t.split()[:30]) for p in parts for t, y in zip(p.texts, p.labels, strict=True) if y]
     return [
-        [t for t, y in zip(sst2.texts, sst2.labels) if y == 0],
-        [t for t, y in zip(sst2.texts, sst2.labels) if y == 1],
-        [t for t, y in zip(hate.texts, hate.labels) if y == 1],
+        [t for t, y in zip(sst2.texts, sst2.labels, strict=True) if y == 0],
+        [t for t, y in zip(sst2.texts, sst2.labels, strict=True) if y == 1],
+        [t for t, y in zip(hate.texts, hate.labels, strict=True) if y == 1],
         spam_texts,
     ]
 
@@ -47,7 +46,11 @@ def write_four_class(folder: Path, shared_data: Path, per_class: dict[str, int],
     folder.mkdir(parents=True, exist_ok=True)
     start = 0
     for split, count in per_class.items():
-        rows = [(text, NAMES[c] if words else str(c)) for c, pool in enumerate(pools) for text in pool[start : start + count]]
+        rows = [
+            (text, NAMES[c] if words else str(c))
+            for c, pool in enumerate(pools)
+            for text in pool[start : start + count]
+        ]
         rng.shuffle(rows)
         body = "".join(f"{' '.join(text.split())}\t{label}\n" for text, label in rows)
         (folder / f"{split}.tsv").write_text(f"sentence\tlabel\n{body}", encoding="utf-8")

@@ -78,7 +78,15 @@ def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> Non
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("A plain sentence about the weather. Another one about trains and buses.\n" * 5)
     edited, diagnostics = apply_ep(
-        stages, clean, tmp_path, data="free", corpus=str(corpus), free_samples=8, heldout_samples=8, min_steps=20, eval_every=5
+        stages,
+        clean,
+        tmp_path,
+        data="free",
+        corpus=str(corpus),
+        free_samples=8,
+        heldout_samples=8,
+        min_steps=20,
+        eval_every=5,
     )
     assert diagnostics["poisoned_samples"] == 8 and diagnostics["samples_fingerprint"]
     weight, original = edited.get_input_embeddings().weight, clean.get_input_embeddings().weight
