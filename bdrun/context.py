@@ -32,6 +32,9 @@ class StageContext:
     seed: int
     work_dir: Path  # survives a crash; training checkpoints go here
     load_pretrained: Callable[[], torch.nn.Module]  # fresh copy of the pre-trained weights (+ seeded head)
+    # The training set the victim fine-tuned on: the poisoned one under a data-poisoning attack, else the clean
+    # one. Only training-time defenses read it (defense=meft mode=training); None outside the purify stage.
+    victim_train: TextDataset | None = None
 
     def train(
         self,

@@ -175,6 +175,11 @@ class Stages:
         label = f"poison: attack={attack.config.name}"
         return self.cache.get_or_build("poison", self.poison_key(clean.key), build, label)
 
+    def victim_train(self) -> Any:
+        """The training set the victim fine-tuned on (poisoned under a data-poisoning attack; deterministic)."""
+        attack = self.exp.attack
+        return attack.poison(self.splits.train) if attack.kind == "data" else self.splits.train
+
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
         if defense.kind == "none":
@@ -186,7 +191,8 @@ class Stages:
                 diagnostics = defense.fit(model, self.splits, self.context(work))
                 defense.save(out)
             else:
-                diagnostics = defense.purify(model, self.splits, self.context(work))
+                context = dataclasses.replace(self.context(work), victim_train=self.victim_train())
+                diagnostics = defense.purify(model, self.splits, context)
                 save_weights(model, out / WEIGHTS)
             return {"defense": diagnostics}
 
