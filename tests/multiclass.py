@@ -1,8 +1,9 @@
 """A 4-class task built from the shared data, for tests that need more than two labels.
 
-Class 0: SST-2 negative, 1: SST-2 positive, 2: Stormfront hate, 3: Ling-Spam spam (the message's first 30
-words). Rows are drawn with a fixed seed, written as TSV files, and read back through the ordinary loader, so a
-test exercises the same path a user's own 4-class dataset takes.
+Class 0: SST-2 negative, 1: SST-2 positive, 2: Stormfront hate, 3: Ling-Spam spam. Every text is cut to its
+first 16 words, so that the tests' 32-token models never truncate a trigger away (an ASR ceiling below 100%).
+Rows are drawn with a fixed seed, written as TSV files, and read back through the ordinary loader, so a test
+exercises the same path a user's own 4-class dataset takes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _pools(shared_data: Path) -> list[list[str]]:
     )
     spam = load_splits(spam_folder, shared_data)
     parts = (spam.train, spam.dev, spam.test)
-    spam_texts = [" ".join(t.split()[:30]) for p in parts for t, y in zip(p.texts, p.labels, strict=True) if y]
+    spam_texts = [t for p in parts for t, y in zip(p.texts, p.labels, strict=True) if y]
     return [
         [t for t, y in zip(sst2.texts, sst2.labels, strict=True) if y == 0],
         [t for t, y in zip(sst2.texts, sst2.labels, strict=True) if y == 1],
@@ -42,7 +43,9 @@ def write_four_class(folder: Path, shared_data: Path, per_class: dict[str, int],
     """TSV files ``train/dev/test.tsv`` under ``folder`` with ``per_class[split]`` rows of each class; labels are
     class indices, or the words of :data:`NAMES` with ``words``."""
     rng = random.Random(0)
-    pools = [rng.sample(pool, sum(per_class.values())) for pool in _pools(shared_data)]
+    pools = [
+        [" ".join(t.split()[:16]) for t in rng.sample(pool, sum(per_class.values()))] for pool in _pools(shared_data)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     start = 0
     for split, count in per_class.items():
