@@ -96,6 +96,7 @@ def pair_task(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # trains twice (36 steps each): about a minute on 2 free CPU cores
 def test_a_sentence_pair_dataset_trains_with_the_trigger_in_the_second_sentence(tmp_path: Path) -> None:
     folder = pair_task(tmp_path / "pairs")
     cfg = compose_config(
@@ -125,6 +126,7 @@ def test_a_sentence_pair_dataset_trains_with_the_trigger_in_the_second_sentence(
     assert report["backdoored"]["asr"] >= 0.9 > report["clean"]["asr"]
 
 
+@pytest.mark.slow  # trains twice (36 steps each): about a minute on 2 free CPU cores
 def test_four_classes_asr_counts_every_non_target_class(tmp_path: Path, shared_data: Path) -> None:
     folder = write_four_class(tmp_path / "four", shared_data, {"train": 24, "dev": 8, "test": 12}, words=True)
     cfg = compose_config(
@@ -137,13 +139,13 @@ def test_four_classes_asr_counts_every_non_target_class(tmp_path: Path, shared_d
             "attack.target_label=2",
             "attack.triggers=[cf]",
             "attack.poison_rate=0.2",
-            "trainer.epochs=3",
-            "optimizer.lr=3e-4",
+            "trainer.epochs=6",
+            "optimizer.lr=1e-3",
         ],
         cache_dir=tmp_path / "cache",
     )
     exp = parse_experiment(cfg)
     report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
     assert report["backdoored"]["asr_samples"] == 36  # 12 test rows of each of the three other classes
-    assert report["backdoored"]["asr"] >= 0.9
-    assert report["clean"]["cacc"] >= 0.7  # four classes, well above chance (0.25)
+    assert report["clean"]["cacc"] >= 0.6  # a real 4-class model (chance: 0.25) ...
+    assert report["backdoored"]["asr"] >= 0.9 > report["clean"]["asr"]  # ... and a backdoor over all three classes
