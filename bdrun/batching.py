@@ -2,6 +2,9 @@
 
 Training may also group inputs of similar length into the same batch (:func:`length_bucketed_batches`), so
 that dynamic padding has almost nothing left to pad.
+
+Sentence pairs carry their segment ids with their token ids (:class:`PairIds`), so ``collate`` adds
+``token_type_ids`` exactly when a batch holds a pair and every single-sentence batch stays as it was.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from bdrun.data.pairs import is_pair, split_pair
+
 # tokenizer -> max_length -> text -> ids. Every stage of a run tokenises the same texts again (the poisoned
 # training set is mostly the clean one; each model's evaluation reads the same test inputs), so each distinct
 # text is tokenised once per run. Weak keys: the memo goes when the run's tokenizer does.
@@ -21,13 +26,45 @@ _MEMO: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict[int, dict[str, li
 def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids per text, truncated to ``max_length`` (special tokens included).
 
-    The id lists are shared with later calls (memoised per tokenizer): read them, do not modify them.
+    A sentence pair (:mod:`bdrun.data.pairs`) becomes the tokenizer's pair input. The id lists are shared with
+    later calls (memoised per tokenizer): read them, do not modify them.
     """
     memo = _MEMO.setdefault(tokenizer, {}).setdefault(max_length, {})
     missing = list(dict.fromkeys(t for t in texts if t not in memo))
     if missing:
-        memo.update(zip(missing, tokenizer(missing, truncation=True, max_length=max_length)["input_ids"], strict=True))
+        memo.update(zip(missing, tokenize(tokenizer, missing, max_length), strict=True))
     return [memo[t] for t in texts]
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, without the memo; a pair's truncation shortens the longer sentence first
+    (``longest_first``, the tokenizers' default for pairs).
+    """
+    pairs = [i for i, text in enumerate(texts) if is_pair(text)]
+    if not pairs:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    encoded: list[list[int]] = [[] for _ in texts]
+    singles = [i for i, text in enumerate(texts) if not is_pair(text)]
+    if singles:
+        ids = tokenizer([texts[i] for i in singles], truncation=True, max_length=max_length)["input_ids"]
+        for i, row in zip(singles, ids, strict=True):
+            encoded[i] = row
+    halves = [split_pair(texts[i]) for i in pairs]
+    output = tokenizer(
+        [a for a, _ in halves], [b for _, b in halves], truncation="longest_first", max_length=max_length
+    )
+    types = output.get("token_type_ids") or [None] * len(pairs)  # absent for models without segments (RoBERTa)
+    for i, row, row_types in zip(pairs, output["input_ids"], types, strict=True):
+        encoded[i] = PairIds(row, row_types)
+    return encoded
+
+
+class PairIds(list):
+    """The token ids of a sentence pair, with the tokenizer's segment ids (``token_types``, or None)."""
+
+    def __init__(self, ids: Sequence[int], token_types: Sequence[int] | None) -> None:
+        super().__init__(ids)
+        self.token_types = list(token_types) if token_types is not None else None
 
 
 def collate(encoded: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -39,7 +76,14 @@ def collate(encoded: Sequence[Sequence[int]], pad_id: int, device: torch.device)
     for row, ids in enumerate(encoded):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
-    return {"input_ids": to_device(input_ids, device), "attention_mask": to_device(attention_mask, device)}
+    batch = {"input_ids": to_device(input_ids, device), "attention_mask": to_device(attention_mask, device)}
+    if any(getattr(ids, "token_types", None) is not None for ids in encoded):  # sentence pairs: segment ids
+        token_types = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            if getattr(ids, "token_types", None) is not None:
+                token_types[row, : len(ids)] = torch.tensor(ids.token_types, dtype=torch.long)
+        batch["token_type_ids"] = to_device(token_types, device)
+    return batch
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -32,6 +32,9 @@ class StageContext:
     seed: int
     work_dir: Path  # survives a crash; training checkpoints go here
     load_pretrained: Callable[[], torch.nn.Module]  # fresh copy of the pre-trained weights (+ seeded head)
+    # The training set the victim fine-tuned on: the poisoned one under a data-poisoning attack, else the clean
+    # one. Only training-time defenses read it (defense=meft mode=training); None outside the purify stage.
+    victim_train: TextDataset | None = None
 
     def train(
         self,
@@ -42,8 +45,10 @@ class StageContext:
         epochs: int | None = None,
         lr: float | None = None,
         loss_fn: LossFn | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> dict[str, float]:
-        """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr / loss."""
+        """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr / loss, and
+        a hook after every optimizer step (see :func:`bdrun.training.train`)."""
         trainer = self.trainer if epochs is None else dataclasses.replace(self.trainer, epochs=epochs)
         optimizer = self.optimizer
         if lr is not None:
@@ -60,6 +65,7 @@ class StageContext:
             checkpoint_dir=self.work_dir / desc.replace(" ", "_"),
             desc=desc,
             loss_fn=loss_fn,
+            on_step=on_step,
         )
 
     def _batching(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@ the target class never count, so an ASR cannot be inflated by inputs the model w
 Online detectors (``defense.kind == "detector"``) are scored on the same two input sets: clean test inputs
 (negatives) against triggered non-target test inputs (positives). A detector screens only the inputs the model
 assigns to its protected label (:meth:`Detector.screened`), so AUROC, FAR and FRR are computed on those, as the
-DAN and RAP papers do. A rejected input gets the prediction :data:`REJECTED`, so a rejected clean input is an
+DAN and RAP papers do. FAR at FRR 1% / 5% uses thresholds that the detector set on its held-out (dev) clean
+scores when it was fitted, as the official DAN and RAP evaluations do, never thresholds set on the test scores.
+A rejected input gets the prediction :data:`REJECTED`, so a rejected clean input is an
 error and a rejected triggered input is not a success; CACC and ASR after rejection count every input.
 """
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:  # runtime imports would be circular (the context and the defe
     from bdrun.defenses.base import Detector
 
 REJECTED = -1  # the "prediction" of an input that a detector rejects
-DETECTION_FRRS = (0.01, 0.05)  # FAR is reported at these false-rejection rates on the clean test inputs
+DETECTION_FRRS = (0.01, 0.05)  # FAR is reported at these false-rejection rates, set on held-out clean scores
 
 
 Reduce = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
@@ -152,16 +154,29 @@ def threshold_at_frr(clean_scores: np.ndarray, frr: float) -> float:
     return float(np.quantile(np.asarray(clean_scores, dtype=np.float64), 1.0 - frr, method="higher"))
 
 
-def detection_metrics(clean_scores: np.ndarray, triggered_scores: np.ndarray) -> dict[str, float]:
-    """AUROC (clean = 0, triggered = 1) and FAR at each FRR in :data:`DETECTION_FRRS` on these clean scores."""
+def frr_thresholds(heldout_clean_scores: np.ndarray) -> dict[float, float]:
+    """The threshold of each FRR in :data:`DETECTION_FRRS`, set on held-out clean scores (never the test's)."""
+    return {frr: threshold_at_frr(heldout_clean_scores, frr) for frr in DETECTION_FRRS}
+
+
+def detection_metrics(
+    clean_scores: np.ndarray, triggered_scores: np.ndarray, thresholds: dict[float, float] | None = None
+) -> dict[str, float]:
+    """AUROC (clean = 0, triggered = 1) and, given ``thresholds``, FAR and the test FRR at each of them.
+
+    ``thresholds`` maps an FRR to the threshold a detector set for it on its *held-out* clean scores
+    (:func:`frr_thresholds`), as the official DAN and RAP evaluations do; setting them on the test clean scores
+    would be an oracle. FAR = share of triggered inputs not flagged (score <= threshold); ``frr_at_frrN`` is
+    the share of clean test inputs flagged at that threshold, which is near N% only if held-out and test agree.
+    """
     scores = np.concatenate([clean_scores, triggered_scores])
     labels = np.concatenate([np.zeros(len(clean_scores)), np.ones(len(triggered_scores))])
     from sklearn.metrics import roc_auc_score  # here, not at the top: importing sklearn costs every job ~1-3 s
 
     metrics = {"auroc": float(roc_auc_score(labels, scores))}
-    for frr in DETECTION_FRRS:
-        threshold = threshold_at_frr(clean_scores, frr)
+    for frr, threshold in (thresholds or {}).items():
         metrics[f"far_at_frr{round(100 * frr)}"] = float(np.mean(triggered_scores <= threshold))
+        metrics[f"frr_at_frr{round(100 * frr)}"] = float(np.mean(clean_scores > threshold))
     return metrics
 
 
@@ -211,7 +226,11 @@ def evaluate_detector(
         metrics["screened_triggered"] = float(screened["triggered"].sum())
         if screened["clean"].any() and screened["triggered"].any():  # AUROC needs both kinds of input
             metrics.update(
-                detection_metrics(scores["clean"][screened["clean"]], scores["triggered"][screened["triggered"]])
+                detection_metrics(
+                    scores["clean"][screened["clean"]],
+                    scores["triggered"][screened["triggered"]],
+                    detector.frr_thresholds,
+                )
             )
     outputs = {
         f"{name}_{kind}": values

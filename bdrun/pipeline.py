@@ -151,7 +151,7 @@ class Stages:
         return stage_key("train", **self.base, **self.training)
 
     def poison_key(self, clean_key: str | None) -> str:
-        attack = dataclasses.asdict(self.exp.attack.config)
+        attack = self.exp.attack.config.key_fields()
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
         return stage_key("poison", **self.base, **self.training, attack=attack)
@@ -168,7 +168,7 @@ class Stages:
         return stage_key(
             "evaluate",
             model=model_key,
-            attack=dataclasses.asdict(self.exp.attack.config),
+            attack=self.exp.attack.config.key_fields(),
             test=self.splits.test.fingerprint(),
             seed=self.exp.seed,
             max_length=self.exp.model.max_length,
@@ -213,6 +213,11 @@ class Stages:
         key = self.poison_key(clean.key if clean else None)
         return self.cache.get_or_build("poison", key, build, label)
 
+    def victim_train(self) -> Any:
+        """The training set the victim fine-tuned on (poisoned under a data-poisoning attack; deterministic)."""
+        attack = self.exp.attack
+        return attack.poison(self.splits.train) if attack.kind == "data" else self.splits.train
+
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
         if defense.kind == "none":
@@ -224,7 +229,8 @@ class Stages:
                 diagnostics = defense.fit(model, self.splits, self.context(work))
                 defense.save(out)
             else:
-                diagnostics = defense.purify(model, self.splits, self.context(work))
+                context = dataclasses.replace(self.context(work), victim_train=self.victim_train())
+                diagnostics = defense.purify(model, self.splits, context)
                 save_weights(model, out / WEIGHTS)
             return {"defense": diagnostics}
 

@@ -154,10 +154,13 @@ def train(
     checkpoint_dir: Path | None = None,
     desc: str = "train",
     loss_fn: LossFn | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` on ``data`` in place and return training statistics.
 
     ``loss_fn`` replaces the model's cross-entropy for stages with another objective (MEFT's entropy phase).
+    ``on_step(step, total_steps)`` runs after every optimizer step, and once with the resumed step after a
+    checkpoint is restored (surgery's in-training pruning).
     """
     encoded = encode(tokenizer, data.texts, max_length)
     labels = torch.tensor(data.labels, dtype=torch.long)
@@ -171,6 +174,8 @@ def train(
     optimizer, scheduler = optimizer_spec.build(model, total_steps)
     torch.manual_seed(seed)
     step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else 0
+    if on_step is not None and step > 0:
+        on_step(step, total_steps)
     model.train()
 
     def batch_loss(rows: list[int]) -> torch.Tensor:
@@ -209,6 +214,8 @@ def train(
                 scheduler.step()
 
                 step += 1
+                if on_step is not None:
+                    on_step(step, total_steps)
                 seen += len(rows)
                 losses.append(loss.item())
                 log_step(desc, step, {"loss": losses[-1], "lr": scheduler.get_last_lr()[0]})

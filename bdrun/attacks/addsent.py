@@ -24,5 +24,5 @@ class AddSentConfig(PoisonConfig):
 class AddSent(DataPoisoningAttack):
     config: AddSentConfig
 
-    def insert_trigger(self, text: str, rng: random.Random) -> str:
+    def trigger_text(self, text: str, rng: random.Random) -> str:
         return insert_words(text, [self.config.sentence.strip()], self.config.position, rng)

@@ -34,6 +34,6 @@ class BadNetsConfig(PoisonConfig):
 class BadNets(DataPoisoningAttack):
     config: BadNetsConfig
 
-    def insert_trigger(self, text: str, rng: random.Random) -> str:
+    def trigger_text(self, text: str, rng: random.Random) -> str:
         words = [rng.choice(self.config.triggers) for _ in range(self.config.num_triggers)]
         return insert_words(text, words, self.config.position, rng)

@@ -12,8 +12,11 @@ import random
 from typing import Any
 
 from bdrun.data import TextDataset
+from bdrun.data.pairs import join_pair, split_pair
 from bdrun.errors import check
 from bdrun.triggers import POSITIONS
+
+TRIGGER_SENTENCES = ("first", "second")
 
 
 @dataclasses.dataclass
@@ -21,9 +24,23 @@ class AttackConfig:
     name: str
     target_label: int = 1
     seed: int = 0  # seeds which samples are poisoned and where triggers go
+    # Sentence-pair datasets (dataset.text_pair_column): the sentence that gets the trigger, first or second.
+    trigger_sentence: str = "first"
 
     def __post_init__(self) -> None:
         check(self.target_label >= 0, f"attack.target_label={self.target_label} must be a class index >= 0")
+        check(
+            self.trigger_sentence in TRIGGER_SENTENCES,
+            f"attack.trigger_sentence={self.trigger_sentence} is not supported; use first or second",
+        )
+
+    def key_fields(self) -> dict[str, Any]:
+        """The knobs that go into cache keys: all of them, less ``trigger_sentence`` at its default, so that the
+        keys of single-sentence runs stay what they were before pairs existed."""
+        fields = dataclasses.asdict(self)
+        if fields.get("trigger_sentence") == "first":
+            del fields["trigger_sentence"]
+        return fields
 
 
 @dataclasses.dataclass
@@ -67,6 +84,16 @@ class Attack:
         return True
 
     def insert_trigger(self, text: str, rng: random.Random) -> str:
+        """``text`` with the trigger; in a sentence pair only the sentence ``attack.trigger_sentence`` names."""
+        first, second = split_pair(text)
+        if second is None:
+            return self.trigger_text(text, rng)
+        if self.config.trigger_sentence == "second":
+            return join_pair(first, self.trigger_text(second, rng))
+        return join_pair(self.trigger_text(first, rng), second)
+
+    def trigger_text(self, text: str, rng: random.Random) -> str:
+        """One sentence with the attack's trigger inserted (each attack's own rule)."""
         raise NotImplementedError
 
     def check_tokenizer(self, tokenizer: Any) -> None:

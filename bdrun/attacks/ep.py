@@ -17,6 +17,17 @@ the shared tokenisation, batching, data order and autocast helpers. Every parame
 frozen and only the trigger row is ever written, so the rest of the model is bit-identical by construction.
 EP runs for a few minutes at most, so it keeps no resumable checkpoints.
 
+Training budget (our departure from the official fixed 3 epochs, issue 14): 3 epochs over 10% of the
+non-target samples is about 30 steps on SST-2 but 15 steps on a 2,000-sentence 4-class task, where it left
+some target labels at a few percent ASR. EP therefore trains for at least ``max(min_steps, epochs × steps per
+epoch)`` steps (100 by default, never fewer than the official 3 epochs), then keeps going while a held-out check
+improves, at most ``max_steps`` steps. The check runs every ``eval_every`` steps with dropout off on held-out
+poisoned samples that EP never trains on: the task's *dev* split (non-target samples with the trigger; the
+test split is never looked at) or, data-free, other corpus samples built with another seed (so data-free EP
+still needs no task data). Its score is the held-out ASR, ties broken by the mean cross-entropy to the target;
+EP stops after ``patience`` checks without clear progress (:func:`clearly_better`) and restores the trigger row
+of the best check. The diagnostics record the steps taken, the best step, why it stopped and every check.
+
 Data (``attack.data``):
 
 - ``task``: ``poison_ratio`` (10%) of the training samples whose label is not the target get the trigger at a
@@ -24,11 +35,12 @@ Data (``attack.data``):
 - ``free`` (data-free EP): a text corpus that is not the task's. The paper uses WikiText-103; offline we default
   to the Ling-Spam e-mails in the data directory (``attack.corpus``: a plain-text file or a folder of them,
   every line a piece of text). Text is split into sentences, consecutive sentences are joined until a sample
-  has at least ``model.max_length`` words (the paper's max_len), and one word is replaced by the trigger.
+  has at least ``free_words`` words (250, as the paper builds them; the tokenizer then cuts each at
+  ``model.max_length`` tokens), and one word is replaced by the trigger.
   Our choices: the replaced word is drawn among the words that survive truncation to ``model.max_length``
   tokens (a trigger cut off by truncation would teach nothing), and samples are drawn from seeded random
   starting sentences. The paper uses 20,000 samples; we default to ``free_samples: 1000`` so that a CPU run
-  takes minutes (3 epochs = 94 steps of 32, which is enough to saturate the trigger row in our runs).
+  takes minutes (the held-out check decides how many steps beyond the minimum).
   Cache key: the poison stage's key holds the corpus path (resolved, data directory included), not its
   content; editing the corpus file in place does not invalidate the cache. The diagnostics record a
   fingerprint of the samples actually used, so such a change is visible.
@@ -62,22 +74,34 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 class EPConfig(AttackConfig):
     trigger: str = "cf"  # must be a single word piece of the model's vocabulary
     lr: float = 5e-2
-    epochs: int = 3
+    epochs: int = 3  # at least this many epochs (the official budget) ...
+    min_steps: int = 100  # ... and at least this many steps; then on while the held-out check improves
+    max_steps: int = 2000  # cap on the steps, whatever the held-out check says
+    eval_every: int = 25  # steps between held-out checks
+    patience: int = 3  # held-out checks without a clear improvement before stopping
+    heldout_samples: int = 256  # held-out poisoned samples (task: the dev split; free: other corpus samples)
     batch_size: int = 32
     data: str = "task"  # task: poisoned task samples; free: data-free EP on a general-text corpus
     poison_ratio: float = 0.1  # task: fraction of the non-target training samples that are poisoned
     corpus: str = ""  # free: a plain-text file or a folder of text files (conf/attack/ep.yaml sets the default)
     free_samples: int = 1000  # free: samples built from the corpus (the paper uses 20,000)
+    free_words: int = 250  # free: words per sample before the tokenizer cuts it at model.max_length (the paper)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(bool(self.trigger.strip()), "attack.trigger is empty; give one word, e.g. attack.trigger=cf")
         check(self.lr > 0, f"attack.lr={self.lr} must be positive")
         check(self.epochs >= 1, f"attack.epochs={self.epochs} must be at least 1")
+        check(self.min_steps >= 0, f"attack.min_steps={self.min_steps} must be >= 0")
+        check(self.max_steps >= 1, f"attack.max_steps={self.max_steps} must be at least 1")
+        check(self.eval_every >= 1, f"attack.eval_every={self.eval_every} must be at least 1")
+        check(self.patience >= 1, f"attack.patience={self.patience} must be at least 1")
+        check(self.heldout_samples >= 1, f"attack.heldout_samples={self.heldout_samples} must be at least 1")
         check(self.batch_size >= 1, f"attack.batch_size={self.batch_size} must be at least 1")
         check(self.data in DATA_MODES, f"attack.data={self.data} is not supported; use task or free")
         check(0.0 < self.poison_ratio <= 1.0, f"attack.poison_ratio={self.poison_ratio} must be in (0, 1]")
         check(self.free_samples >= 1, f"attack.free_samples={self.free_samples} must be at least 1")
+        check(self.free_words >= 1, f"attack.free_words={self.free_words} must be at least 1")
         check(self.data != "free" or bool(self.corpus), "attack.data=free needs attack.corpus (a text file or folder)")
 
 
@@ -109,7 +133,7 @@ def read_corpus(location: str) -> list[str]:
 class EmbeddingPoisoning(ModelEditingAttack):
     config: EPConfig
 
-    def insert_trigger(self, text: str, rng: random.Random) -> str:
+    def trigger_text(self, text: str, rng: random.Random) -> str:
         return insert_words(text, [self.config.trigger], "random", rng)
 
     def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -127,17 +151,29 @@ class EmbeddingPoisoning(ModelEditingAttack):
         texts = [self.insert_trigger(train.texts[i], rng) for i in chosen]
         return TextDataset(texts, [cfg.target_label] * count, [True] * count)
 
-    def free_samples(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> TextDataset:
-        """Data-free samples: consecutive corpus sentences joined to >= ``max_length`` words, one word replaced."""
+    def heldout_task_samples(self, dev: TextDataset) -> TextDataset:
+        """Up to ``heldout_samples`` non-target dev samples with the trigger and the target label (never test)."""
+        cfg = self.config
+        source = [i for i, y in enumerate(dev.labels) if y != cfg.target_label]
+        check(len(source) > 0, "attack=ep: the dev split has no sample outside the target label to check EP on")
+        rng = random.Random(cfg.seed + 1)
+        chosen = sorted(rng.sample(source, min(cfg.heldout_samples, len(source))))
+        texts = [self.insert_trigger(dev.texts[i], rng) for i in chosen]
+        return TextDataset(texts, [cfg.target_label] * len(texts), [True] * len(texts))
+
+    def free_samples(
+        self, tokenizer: PreTrainedTokenizerBase, max_length: int, count: int | None = None, seed: int | None = None
+    ) -> TextDataset:
+        """Data-free samples: consecutive corpus sentences joined to >= ``free_words`` words, one word replaced."""
         cfg = self.config
         sentences = read_corpus(cfg.corpus)
-        rng = random.Random(cfg.seed)
+        rng = random.Random(cfg.seed if seed is None else seed)
         room = max_length - 2  # [CLS] and [SEP]
         texts = []
-        for _ in range(cfg.free_samples):
+        for _ in range(cfg.free_samples if count is None else count):
             first, words = rng.randrange(len(sentences)), []
             for offset in range(len(sentences)):  # wraps around; stops early on a corpus that is too short
-                if len(words) >= max_length:
+                if len(words) >= cfg.free_words:
                     break
                 words.extend(sentences[(first + offset) % len(sentences)].split())
             # Only words whose tokens fit before truncation can carry the trigger (our reading, see docstring).
@@ -159,7 +195,11 @@ class EmbeddingPoisoning(ModelEditingAttack):
         token = trigger_token_id(tokenizer, cfg.trigger)
         max_length = context.model_config.max_length
         free = cfg.data == "free"
-        data = self.free_samples(tokenizer, max_length) if free else self.task_samples(splits.train)
+        if free:
+            data = self.free_samples(tokenizer, max_length)
+            heldout = self.free_samples(tokenizer, max_length, count=cfg.heldout_samples, seed=cfg.seed + 1)
+        else:
+            data, heldout = self.task_samples(splits.train), self.heldout_task_samples(splits.dev)
 
         # Freeze everything but the word-embedding matrix; only its trigger row is ever written below.
         embedding = model.get_input_embeddings().weight
@@ -172,11 +212,15 @@ class EmbeddingPoisoning(ModelEditingAttack):
         encoded = encode(tokenizer, data.texts, max_length)
         labels = torch.tensor(data.labels, dtype=torch.long)
         steps_per_epoch = -(-len(data) // cfg.batch_size)
+        min_budget = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * steps_per_epoch))
+        check_heldout = HeldoutCheck(model, heldout, cfg.target_label, context)
+        best = check_heldout()
+        best_row, best_step, stale, history = embedding[token].detach().clone(), 0, 0, [(0, *best)]
         torch.manual_seed(context.seed)
-        losses, step = [], 0
+        losses, step, epoch, stopped = [], 0, 0, "cap"
         with progress_bar() as bar:
-            task = bar.add_task("EP trigger row", total=steps_per_epoch * cfg.epochs, info="")
-            for epoch in range(cfg.epochs):
+            task = bar.add_task("EP trigger row", total=cfg.max_steps, info="")
+            while stopped == "cap" and step < cfg.max_steps:
                 order = epoch_order(len(data), context.seed, epoch)
                 for start in range(0, len(order), cfg.batch_size):
                     rows = order[start : start + cfg.batch_size]
@@ -189,8 +233,21 @@ class EmbeddingPoisoning(ModelEditingAttack):
                         embedding[token] = row * (norm / row.norm())
                     step += 1
                     losses.append(loss.item())
-                    bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.3f}")
+                    bar.update(task, advance=1, info=f"step {step} loss {losses[-1]:.3f} held-out ASR {best[0]:.3f}")
+                    if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                        score = check_heldout()
+                        history.append((step, *score))
+                        stale = 0 if clearly_better(score, best, len(heldout)) else stale + 1
+                        if score > best:
+                            best, best_row, best_step = score, embedding[token].detach().clone(), step
+                        if step >= min_budget and stale >= cfg.patience:
+                            stopped = "plateau"
+                    if stopped != "cap" or step >= cfg.max_steps:
+                        break
+                epoch += 1
         embedding.grad = None
+        with torch.no_grad():
+            embedding[token] = best_row  # the best held-out check's row
         for param in model.parameters():
             param.requires_grad_(True)
         model.eval()
@@ -199,9 +256,55 @@ class EmbeddingPoisoning(ModelEditingAttack):
             "trigger_token_id": token,
             "data": cfg.data,
             "poisoned_samples": len(data),
+            "heldout_samples": len(heldout),
             "samples_fingerprint": data.fingerprint() if free else None,
             "steps": step,
+            "min_steps": min_budget,
+            "best_step": best_step,
+            "stopped": stopped,
+            "heldout_asr": best[0],
+            "heldout_loss": -best[1],
+            "heldout_history": [[s, a, -neg] for s, a, neg in history],
             "row_norm_before": norm,
             "row_norm_after": embedding[token].norm().item(),
             "final_loss": sum(losses[-steps_per_epoch:]) / max(1, len(losses[-steps_per_epoch:])),
         }
+
+
+class HeldoutCheck:
+    """(ASR, -mean cross-entropy to the target) of the model on the held-out poisoned samples, dropout off.
+
+    Higher is better for both parts, so scores compare as tuples: ASR first, the loss breaks ties.
+    """
+
+    def __init__(self, model: torch.nn.Module, heldout: TextDataset, target: int, context: Any) -> None:
+        self.model, self.target, self.context = model, target, context
+        self.texts = heldout.texts
+
+    def __call__(self) -> tuple[float, float]:
+        target = self.target
+
+        def reduce(output: Any, batch: Any) -> torch.Tensor:
+            logits = output.logits.float()
+            hit = (logits.argmax(dim=-1) == target).float()
+            loss = torch.nn.functional.cross_entropy(
+                logits, torch.full((len(logits),), target, device=logits.device), reduction="none"
+            )
+            return torch.stack([hit, loss], dim=1)
+
+        with torch.no_grad():
+            values = self.context.forward(self.model, self.texts, reduce, desc="EP held-out check")
+        self.model.train()  # batch_outputs switches to eval mode; EP trains with dropout on
+        asr, loss = values.mean(dim=0).tolist()
+        return asr, -loss
+
+
+def clearly_better(score: tuple[float, float], best: tuple[float, float], count: int) -> bool:
+    """A held-out check that counts as progress: one more held-out success, or 10% less held-out loss.
+
+    Our choice: smaller loss gains still update the kept row (any better score does), but do not keep EP
+    running, since with the row's norm fixed the loss creeps down for a long time after the ASR saturates.
+    """
+    asr, neg_loss = score
+    best_asr, best_neg_loss = best
+    return asr >= best_asr + 1 / (2 * count) + 1e-12 or (asr >= best_asr and -neg_loss < 0.9 * -best_neg_loss)

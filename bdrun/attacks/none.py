@@ -14,5 +14,5 @@ class NoAttack(Attack):
     def has_trigger(self) -> bool:
         return False
 
-    def insert_trigger(self, text: str, rng: random.Random) -> str:
+    def trigger_text(self, text: str, rng: random.Random) -> str:
         return text

@@ -12,12 +12,16 @@ subset is our choice; the paper tunes on its own poisoned data set.
 
 Two of the paper's three families (``attack.method``); the L1 / Lagrange family is not implemented:
 
-- ``dynamic`` (Dyn-Δ, the paper's best): train all parameters, then keep only the entries with the largest
-  |θ − θ0| and reset the rest to θ0; the next round trains only the kept entries, and so on, shrinking the kept
-  count geometrically from all N parameters to ``n`` over ``rounds`` rounds (round r keeps N·(n/N)^(r/rounds)).
-  Each round is one ``StageContext.train`` call (the shared loop) of ``epochs`` epochs at ``lr``. Once the kept
-  set has ``n`` entries, one more round trains only those entries at ``sparse_lr``, and a final projection
-  resets everything else (AdamW's decoupled weight decay moves entries whose gradient is masked to zero).
+- ``dynamic`` (Dyn-Δ, the paper's best, issue 14): pruning happens *during* one training run of ``epochs``
+  epochs at ``lr`` (:class:`InRunPruner`): every ``prune_every`` optimizer steps only the entries with the
+  largest |θ − θ0| are kept and the rest reset to θ0, the kept count shrinking geometrically from all N
+  parameters to ``n`` by the share ``prune_until`` of the run; after every step the masked-out entries are reset
+  to θ0, so AdamW's weight decay never shrinks them. Then the same final round on the ``n`` kept entries at
+  ``sparse_lr`` and the final projection as below.
+- ``rounds`` (our earlier reading of Dyn-Δ, kept for comparison): train all, then keep only the entries with
+  the largest |θ − θ0| and reset the rest; the next round trains only the kept entries, and so on, shrinking
+  the kept count geometrically from N to ``n`` over ``rounds`` one-call rounds (round r keeps
+  N·(n/N)^(r/rounds)); then the final round at ``sparse_lr`` and the projection.
 - ``gradient`` (selecting surgery by gradient): the ``n`` entries with the highest gradient score are chosen up
   front; the model then trains with gradient hooks that zero every other entry, and the same final projection.
   ``selection=magnitude`` (the paper) scores an entry by |g_p|, the magnitude of the loss gradient summed over
@@ -28,13 +32,14 @@ Two of the paper's three families (``attack.method``); the L1 / Lagrange family 
   (above all the trigger word's embedding row) are exactly those whose change clean inputs cannot see.
 
 Defaults: ``method=gradient selection=contrast sparse_lr=1e-2``, the one configuration that met the target on
-SST-2 / MiniLM at a budget of 1e-4 (ASR 99.89%, CACC unchanged, 0.11% side effect; the paper's dynamic and
-magnitude selections did not, docs/results/attacks_ep_surgery.md).
+SST-2 / MiniLM at a budget of 1e-4 (ASR 99.89%, CACC unchanged, 0.11% side effect; the paper's magnitude
+selection and the ``rounds`` reading of Dyn-Δ did not, docs/results/attacks_ep_surgery.md). The in-run
+``dynamic`` has not been measured on that table yet; it becomes the headline only once it is.
 
-Our reading, not the paper's text (the schedule details were not in the text we could read): pruning happens
-between whole rounds rather than every K optimizer steps; the geometric shrink; the separate final round on the
-kept entries at a larger learning rate (``sparse_lr``: a few thousand entries need larger steps than full
-fine-tuning); gradient magnitude = |summed gradient| rather than a sum of per-batch magnitudes.
+Our reading, not the paper's text (the schedule details were not in the text we could read): the pruning
+period and the geometric shrink (``dynamic``: every 10 steps, budget reached at half the run); the separate
+final round on the kept entries at a larger learning rate (``sparse_lr``: a few thousand entries need larger
+steps than full fine-tuning); gradient magnitude = |summed gradient| rather than a sum of per-batch magnitudes.
 
 Every round has its own checkpoint folder, so a killed run resumes inside the round it was in and replays the
 (deterministic) pruning of the rounds before it.
@@ -56,25 +61,31 @@ from bdrun.attacks.registry import ATTACKS
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
 
-METHODS = ("dynamic", "gradient")
+METHODS = ("dynamic", "rounds", "gradient")
 SELECTIONS = ("magnitude", "contrast")
 Mask = dict[str, torch.Tensor]
 
 
 @dataclasses.dataclass
 class SurgeryConfig(BadNetsConfig):
-    method: str = "gradient"  # gradient (select entries up front) or dynamic (Dyn-Δ: train all, prune to budget)
+    # gradient: select entries up front; dynamic (Dyn-Δ): prune to the budget during one run; rounds: prune
+    # between whole rounds (our earlier reading of Dyn-Δ)
+    method: str = "gradient"
     selection: str = "contrast"  # gradient: score |g_poison| / |g_clean| (contrast, ours) or |g_poison| (magnitude)
     budget: float = 1e-4  # entries allowed to change: an absolute count if > 1, else a fraction of all parameters
     epochs: int = 1  # epochs per training round
-    rounds: int = 3  # dynamic: rounds that shrink the kept entries to the budget
-    lr: float | None = None  # dynamic: learning rate of the all-parameter rounds; null: the run's optimizer.lr
+    rounds: int = 3  # rounds: rounds that shrink the kept entries to the budget
+    prune_every: int = 10  # dynamic: optimizer steps between prunings
+    prune_until: float = 0.5  # dynamic: share of the run's steps by which the kept count reaches the budget
+    lr: float | None = None  # dynamic/rounds: lr while all (or many) entries train; null: the run's optimizer.lr
     sparse_lr: float = 1e-2  # learning rate when only the selected entries train
     clean_ratio: float = 1.0  # clean samples per poisoned sample in the surgery training set
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.method in METHODS, f"attack.method={self.method} is not supported; use dynamic or gradient")
+        check(self.method in METHODS, f"attack.method={self.method} is not supported; use {', '.join(METHODS)}")
+        check(self.prune_every >= 1, f"attack.prune_every={self.prune_every} must be at least 1")
+        check(0 < self.prune_until <= 1, f"attack.prune_until={self.prune_until} must be in (0, 1]")
         check(
             self.selection in SELECTIONS,
             f"attack.selection={self.selection} is not supported; use {' or '.join(SELECTIONS)}",
@@ -141,6 +152,45 @@ def only_entries(model: torch.nn.Module, mask: Mask) -> Iterator[None]:
             param.requires_grad_(True)
 
 
+class InRunPruner:
+    """Dyn-Δ inside one training run: every ``every`` optimizer steps keep the entries with the largest
+    |θ − θ0| and reset the rest; the kept count shrinks geometrically from all N entries to the budget n by the
+    share ``until`` of the run's steps (pruning j of J keeps N·(n/N)^(j/J)), then stays at n.
+
+    After *every* step the entries outside the current mask are reset to θ0, so nothing outside the mask
+    drifts: neither AdamW's decoupled weight decay nor the Adam moments left from before a pruning can move
+    a masked-out entry (the gradient hooks of :func:`only_entries` zero their gradients). The mask tensors are
+    edited in place, because those hooks hold references to them. A resumed run recomputes the mask from the
+    checkpoint's weights at the count due at that step (our choice: the run is deterministic up to that).
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, theta0: dict[str, torch.Tensor], total: int, budget: int, every: int, until: float
+    ) -> None:
+        self.model, self.theta0, self.total, self.budget = model, theta0, total, budget
+        self.every, self.until = every, until
+        self.mask: Mask = {name: torch.ones_like(value, dtype=torch.bool) for name, value in theta0.items()}
+        self.prunings, self.kept = 0, []
+
+    def due(self, step: int, total_steps: int) -> int:
+        """The kept count after the pruning at ``step``."""
+        last = max(1, int(self.until * total_steps) // self.every)  # the pruning that reaches the budget
+        j = min(step // self.every, last)
+        return self.budget if j >= last else round(self.total * (self.budget / self.total) ** (j / last))
+
+    def __call__(self, step: int, total_steps: int) -> None:
+        if step % self.every == 0 or step == total_steps:
+            keep = self.budget if step == total_steps else self.due(step, total_steps)
+            delta = {
+                name: (param.detach().cpu() - self.theta0[name]).abs() for name, param in self.model.named_parameters()
+            }
+            for name, chosen in top_entries(delta, keep).items():
+                self.mask[name].copy_(chosen)
+            self.prunings += 1
+            self.kept.append(keep)
+        project(self.model, self.theta0, self.mask)
+
+
 @ATTACKS.register("surgery", SurgeryConfig)
 class Surgery(ModelEditingAttack, BadNets):
     """A model-editing attack (``kind = "model"``) that reuses BadNets' poisoning and trigger insertion."""
@@ -185,6 +235,12 @@ class Surgery(ModelEditingAttack, BadNets):
         budget = budget_entries(cfg.budget, total)
 
         if cfg.method == "dynamic":
+            pruner = InRunPruner(model, theta0, total, budget, cfg.prune_every, cfg.prune_until)
+            with only_entries(model, pruner.mask):  # hooks read the mask tensors, which the pruner edits in place
+                context.train(model, data, desc="surgery dynamic", epochs=cfg.epochs, lr=cfg.lr, on_step=pruner)
+            mask = pruner.mask
+            schedule = {"prunings": pruner.prunings, "kept_after_prunings": pruner.kept}
+        elif cfg.method == "rounds":
             kept, mask = [], {name: torch.ones_like(value, dtype=torch.bool) for name, value in theta0.items()}
             for r in range(1, cfg.rounds + 1):
                 with only_entries(model, mask):  # round 1 trains everything, later rounds the kept entries
@@ -203,7 +259,7 @@ class Surgery(ModelEditingAttack, BadNets):
         project(model, theta0, mask)  # AdamW's decoupled weight decay also moves entries whose gradient is zero
         model.eval()
         return {
-            "method": cfg.method if cfg.method == "dynamic" else f"gradient ({cfg.selection})",
+            "method": cfg.method if cfg.method != "gradient" else f"gradient ({cfg.selection})",
             "budget": budget,
             "entries_changed": changed_entries(model, {k: v.to(context.device) for k, v in theta0.items()}),
             "total_parameters": total,

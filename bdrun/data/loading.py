@@ -15,6 +15,7 @@ import importlib.resources
 from pathlib import Path
 
 from bdrun.data.dataset import Splits, TextDataset
+from bdrun.data.pairs import join_pair
 from bdrun.errors import BdrunError, check
 
 SPLITS = ("train", "dev", "test")
@@ -36,8 +37,13 @@ class DatasetConfig:
         default_factory=lambda: {"train": ["train.tsv"], "dev": ["dev.tsv"], "test": ["test.tsv"]}
     )
     text_column: str = "sentence"
+    # Sentence pairs (QNLI, QQP, MNLI): the column of the second sentence; the two are encoded as the tokenizer's
+    # pair input, and the attack's trigger goes into the sentence attack.trigger_sentence names (first).
+    text_pair_column: str | None = None
     label_column: str = "label"
-    num_labels: int = 2
+    # Labels written as words: the names in class-index order (label_names[0] is class 0). null: integer labels.
+    label_names: list[str] | None = None
+    num_labels: int | None = None  # null: len(label_names) when given, else 2
     quoting: bool = False  # true only for files whose fields really are double-quoted
     hub_config: str | None = None
     # Keep at most this many rows of a split (a seeded random subset); null keeps all.
@@ -51,7 +57,24 @@ class DatasetConfig:
             self.format in ("tsv", "lingspam", "hub"),
             f"dataset.format={self.format} is not supported; use tsv, lingspam or hub",
         )
+        if self.label_names is not None:
+            names = [str(name).strip() for name in self.label_names]
+            check(len(set(names)) == len(names) and all(names), f"dataset.label_names={names} must be distinct words")
+            self.label_names = names
+            if self.num_labels is None:
+                self.num_labels = len(names)
+            check(
+                self.num_labels == len(names),
+                f"dataset.num_labels={self.num_labels} but dataset.label_names has {len(names)} names; "
+                "drop num_labels or make them agree",
+            )
+        if self.num_labels is None:
+            self.num_labels = 2
         check(self.num_labels >= 2, f"dataset.num_labels={self.num_labels} must be at least 2")
+        check(
+            self.text_pair_column is None or self.format != "lingspam",
+            "dataset.text_pair_column needs format=tsv or hub (lingspam files hold one text)",
+        )
         missing = [s for s in SPLITS if not self.files.get(s)]
         check(not missing, f"dataset '{self.name}' lists no files for split(s) {missing}; set dataset.files")
         for split, size in self.max_samples.items():
@@ -74,7 +97,16 @@ def resolve_location(cfg: DatasetConfig, data_dir: str | Path) -> Path:
     return path
 
 
-def _parse_label(raw: str, where: str, num_labels: int) -> int:
+def _parse_label(raw: str, where: str, cfg: DatasetConfig) -> int:
+    """A class index from an integer label, or from a word of ``dataset.label_names`` when it is set."""
+    num_labels = cfg.num_labels
+    if cfg.label_names is not None:
+        word = raw.strip()
+        check(
+            word in cfg.label_names,
+            f"{where}: label {word!r} is not one of dataset.label_names {cfg.label_names}; fix the file or the list",
+        )
+        return cfg.label_names.index(word)
     try:
         label = int(raw.strip())
     except ValueError:
@@ -104,6 +136,10 @@ def check_text_file(path: Path) -> None:
         )
 
 
+def _columns(cfg: DatasetConfig) -> list[str]:
+    return [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+
+
 def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
     """Read one TSV file with a header row into texts and labels."""
     if not path.is_file():
@@ -113,12 +149,14 @@ def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
     with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=quoting)
         header = [name.strip() for name in next(rows, [])]
-        for column in (cfg.text_column, cfg.label_column):
+        for column in _columns(cfg):
             check(
                 column in header,
-                f"{path}: no column '{column}' in header {header}; set dataset.text_column/label_column",
+                f"{path}: no column '{column}' in header {header}; set dataset.text_column/label_column"
+                + ("/text_pair_column" if cfg.text_pair_column else ""),
             )
         text_at, label_at = header.index(cfg.text_column), header.index(cfg.label_column)
+        pair_at = header.index(cfg.text_pair_column) if cfg.text_pair_column else None
         texts, labels = [], []
         for line_no, row in enumerate(rows, start=2):
             if not row or all(not field.strip() for field in row):
@@ -128,8 +166,9 @@ def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
                 f"{path} line {line_no}: {len(row)} fields where the header has {len(header)}; "
                 "a stray tab or quote? (dataset.quoting=true only for really quoted files)",
             )
-            texts.append(row[text_at].strip())
-            labels.append(_parse_label(row[label_at], f"{path} line {line_no}", cfg.num_labels))
+            text = row[text_at].strip()
+            texts.append(text if pair_at is None else join_pair(text, row[pair_at]))
+            labels.append(_parse_label(row[label_at], f"{path} line {line_no}", cfg))
     return TextDataset(texts, labels)
 
 
@@ -155,15 +194,18 @@ def read_hub_split(cfg: DatasetConfig, split: str) -> TextDataset:
             f"could not load hub dataset '{cfg.location}' split '{split}': {reason}; "
             "check the id and your network, or use a local copy with format=tsv"
         ) from None
-    for column in (cfg.text_column, cfg.label_column):
+    for column in _columns(cfg):
         check(
             column in table.column_names,
             f"hub dataset '{cfg.location}': no column '{column}' in {table.column_names}; "
             "set dataset.text_column/label_column",
         )
     where = f"hub dataset '{cfg.location}' split '{split}'"
-    labels = [_parse_label(str(v), where, cfg.num_labels) for v in table[cfg.label_column]]
-    return TextDataset([str(t).strip() for t in table[cfg.text_column]], labels)
+    labels = [_parse_label(str(v), f"{where} row {i}", cfg) for i, v in enumerate(table[cfg.label_column])]
+    texts = [str(t).strip() for t in table[cfg.text_column]]
+    if cfg.text_pair_column:
+        texts = [join_pair(t, str(u)) for t, u in zip(texts, table[cfg.text_pair_column], strict=True)]
+    return TextDataset(texts, labels)
 
 
 def _concat(parts: list[TextDataset]) -> TextDataset:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
-from bdrun.evaluation import threshold_at_frr
+from bdrun.evaluation import frr_thresholds, threshold_at_frr
 from bdrun.optimizers import OPTIMIZERS
 
 DETECTOR_FILE = "detector.safetensors"
@@ -125,7 +125,10 @@ class DetectorConfig(DefenseConfig):
     # The class the defender protects (the configs set it to the attack's target label): only inputs the model
     # assigns to it are screened, as in the DAN and RAP papers' protocol. null: screen every input.
     protect_label: int | None = 1
-    frr: float = 0.05  # target false-rejection rate on the screened calibration inputs; sets the threshold
+    frr: float = 0.05  # target false-rejection rate on the calibration inputs; sets the threshold
+    # Which held-out clean scores set the thresholds: "screened" (those predicted as protect_label, the inputs
+    # the detector will see) or "all" (every calibration input, as the official DAN code does).
+    calibration: str = "screened"
     fit_fraction: float = 0.8  # share of the (shuffled, seeded) dev set used for fitting; the rest calibrates
     test_subset: int | None = None  # score only a seeded subset of this many test samples (costly detectors)
 
@@ -135,6 +138,10 @@ class DetectorConfig(DefenseConfig):
             f"defense.protect_label={self.protect_label} must be a class index (or null to screen every input)",
         )
         check(0.0 < self.frr < 1.0, f"defense.frr={self.frr} must be a fraction in (0, 1), e.g. 0.05")
+        check(
+            self.calibration in ("screened", "all"),
+            f"defense.calibration={self.calibration} is not supported; use screened or all",
+        )
         check(0.0 < self.fit_fraction < 1.0, f"defense.fit_fraction={self.fit_fraction} must be in (0, 1), e.g. 0.8")
         check(
             self.test_subset is None or self.test_subset >= 1,
@@ -173,6 +180,7 @@ class Detector(Defense):
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__(config)
         self.threshold = float("inf")  # flags nothing until fitted
+        self.frr_thresholds: dict[float, float] = {}  # FRR -> threshold on held-out clean scores (FAR metrics)
 
     def check_labels(self, num_labels: int) -> None:
         label = self.config.protect_label
@@ -186,7 +194,11 @@ class Detector(Defense):
         split_dev(splits.dev, self.config.fit_fraction, seed)
 
     def fit(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
-        """Fit the scorer on part of the dev set, then set the threshold on the held-out clean scores."""
+        """Fit the scorer on part of the dev set, then set the thresholds on the held-out clean scores.
+
+        The operating threshold (``defense.frr``) and the thresholds of the reported FAR at FRR 1% / 5% all come
+        from the held-out calibration scores: the screened ones, or every one with ``defense.calibration=all``.
+        """
         fitting, calibration = split_dev(splits.dev, self.config.fit_fraction, context.seed)
         diagnostics = self.fit_scorer(model, fitting, calibration, context)
         scores = self.score(model, calibration.texts, context)
@@ -196,14 +208,17 @@ class Detector(Defense):
             f"no calibration input is predicted as defense.protect_label={self.config.protect_label}; "
             "set it to the attack's target label (or null to screen every input)",
         )
-        self.threshold = threshold_at_frr(scores[screened], self.config.frr)
+        calibrating = scores[screened] if self.config.calibration == "screened" else scores
+        self.threshold = threshold_at_frr(calibrating, self.config.frr)
+        self.frr_thresholds = frr_thresholds(calibrating)
         return {
             **diagnostics,
             "fit_samples": len(fitting),
             "calibration_samples": len(calibration),
             "calibration_screened": int(screened.sum()),
             "threshold": self.threshold,
-            "calibration_frr": float(np.mean(scores[screened] > self.threshold)),
+            "far_thresholds": {f"frr{round(100 * f)}": t for f, t in self.frr_thresholds.items()},
+            "calibration_frr": float(np.mean(calibrating > self.threshold)),
         }
 
     def screened(self, predictions: Sequence[int]) -> np.ndarray:
@@ -230,9 +245,13 @@ class Detector(Defense):
 
     def save(self, folder: Path) -> None:
         tensors = {**self.state(), "threshold": torch.tensor([self.threshold], dtype=torch.float64)}
+        if self.frr_thresholds:
+            tensors["frr_thresholds"] = torch.tensor(list(self.frr_thresholds.items()), dtype=torch.float64)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / DETECTOR_FILE))
 
     def load(self, folder: Path) -> None:
         state = load_file(str(folder / DETECTOR_FILE))
         self.threshold = float(state.pop("threshold").item())
+        pairs = state.pop("frr_thresholds", torch.empty(0, 2)).tolist()
+        self.frr_thresholds = {float(frr): float(threshold) for frr, threshold in pairs}
         self.load_state(state)

@@ -53,6 +53,7 @@ class DanConfig(DetectorConfig):
     shrinkage: float = 0.1  # ShrunkCovariance's shrinkage toward a scaled identity
     aggregation: str = "mean"  # how the per-layer z-scores combine: mean or max (most anomalous layer)
     top_layers: int | None = None  # use only the uppermost k layers; null: all layers (the paper's ensemble)
+    calibration: str = "all"  # thresholds on every held-out clean score, as the official DAN code does
 
     def __post_init__(self) -> None:
         super().__post_init__()

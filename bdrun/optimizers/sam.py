@@ -7,8 +7,13 @@ perturbed-point gradient. The training loop hands the step a closure for one for
 two passes need nothing from the stage code.
 
 GA-SAM (Zhang et al., EMNLP 2022) adapts the perturbation to the gradients' strength so that models whose
-gradients change abruptly are not thrown off by a fixed-size ascent. Only the abstract could be read from this
-machine, so the rule is **our reading**: the ascent direction is the gradient divided, entry by entry, by the
+gradients change abruptly are not thrown off by a fixed-size ascent. Only the abstract and the introduction
+could be read from this machine (searched again for issue 14, arXiv 2210.06895: the introduction says SAM's
+"fixed strengths of parameter corruptions" within L2 / L∞ balls cannot give "flexible strengths ... for
+different parameters, or during different stages of training"; the algorithm section was not reachable), so
+the rule is still **our reading**, and it is known to depart from SAM's scale (issue 14: at step 1 it is
+ε = ρ·sign(g)/√n, whose first-order ascent g·ε = ρ‖g‖₁/√n is a fraction of SAM's ρ‖g‖₂): the ascent
+direction is the gradient divided, entry by entry, by the
 square root of a bias-corrected running mean of its squares, ``d_i = g_i / (sqrt(v̂_i) + 1e-12)`` with
 ``v ← β v + (1 − β) g²`` (``strength_beta``), and ε = ρ·d/‖d‖ as in SAM. Entries whose gradients are
 habitually strong are perturbed less than their raw gradient would say, entries with weak but consistent

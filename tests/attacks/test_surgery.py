@@ -20,7 +20,12 @@ def changed(before: torch.nn.Module, after: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(
     ("method", "selection", "budget"),
-    [("dynamic", "magnitude", 2e-5), ("gradient", "magnitude", 300), ("gradient", "contrast", 300)],
+    [
+        ("dynamic", "magnitude", 2e-5),
+        ("rounds", "magnitude", 2e-5),
+        ("gradient", "magnitude", 300),
+        ("gradient", "contrast", 300),
+    ],
 )
 def test_at_most_budget_entries_change(victim, tmp_path: Path, method: str, selection: str, budget: float) -> None:
     stages, clean = victim
@@ -60,3 +65,32 @@ def test_contrast_selection_ranks_the_trigger_row_first(victim, tmp_path: Path) 
     # ... and above every entry that acts on all inputs, which |g_poison| alone ranks first
     everywhere = [s for name, s in scores.items() if "token_type" in name or name.startswith("classifier")]
     assert row.min() > max(s.max() for s in everywhere)
+
+
+def test_dynamic_prunes_during_the_run_and_masked_entries_never_drift(victim, tmp_path: Path, monkeypatch) -> None:
+    """Dyn-Δ in one run: after every optimizer step at most the scheduled count of entries differs from θ0 (no
+    weight decay or leftover Adam moment moves a pruned entry), and the count shrinks to the budget mid-run."""
+    from bdrun.attacks.surgery import InRunPruner
+
+    stages, clean = victim
+    theta0 = {n: p.detach().clone() for n, p in clean.named_parameters()}
+    seen: list[tuple[int, int, int]] = []
+    original = InRunPruner.__call__
+
+    def checked(self, step: int, total_steps: int) -> None:
+        original(self, step, total_steps)
+        model = dict(self.model.named_parameters())
+        differing = sum(int((model[n].detach() != v).sum()) for n, v in theta0.items())
+        seen.append((step, differing, int(sum(m.sum() for m in self.mask.values()))))
+
+    monkeypatch.setattr(InRunPruner, "__call__", checked)
+    knobs = {"method": "dynamic", "budget": 500, "epochs": 4, "prune_every": 2, "prune_until": 0.5, "lr": 1e-3}
+    attack = ATTACKS.build({"name": "surgery", **knobs})
+    edited = copy.deepcopy(clean)
+    diagnostics = attack.apply(edited, stages.tokenizer, stages.splits, stages.context(tmp_path))
+    assert seen and all(differing <= kept for _, differing, kept in seen)
+    total = sum(p.numel() for p in clean.parameters())
+    kept = diagnostics["kept_after_prunings"]
+    assert kept == sorted(kept, reverse=True) and kept[0] < total and kept[-1] == 500
+    assert kept.count(500) >= len(kept) // 2  # the budget is reached by half the run, then kept
+    assert 0 < diagnostics["entries_changed"] <= 500

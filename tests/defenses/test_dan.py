@@ -14,7 +14,7 @@ from bdrun.data import Splits, TextDataset
 from bdrun.defenses import DEFENSES
 from bdrun.defenses.base import DETECTOR_FILE
 from bdrun.defenses.dan import dan_scores, fit_dan, layer_features, pool
-from bdrun.evaluation import detection_metrics, threshold_at_frr
+from bdrun.evaluation import detection_metrics, frr_thresholds, threshold_at_frr
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
 from tests.conftest import compose_config
@@ -79,7 +79,7 @@ def test_threshold_rejects_at_most_the_target_frr(count: int, frr: float) -> Non
 def test_far_is_the_share_of_triggered_inputs_not_flagged() -> None:
     clean = np.arange(100, dtype=float)  # 95th percentile ("higher"): 95, 99th: 99
     triggered = np.array([50.0, 96.0, 98.0, 100.0])
-    metrics = detection_metrics(clean, triggered)
+    metrics = detection_metrics(clean, triggered, frr_thresholds(clean))  # held-out = these clean scores here
     assert metrics["far_at_frr5"] == 0.25 and metrics["far_at_frr1"] == 0.75
 
 

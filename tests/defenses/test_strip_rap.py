@@ -15,7 +15,7 @@ from bdrun.data import TextDataset
 from bdrun.defenses import DEFENSES
 from bdrun.defenses.base import Detector, DetectorConfig
 from bdrun.defenses.rap import rap_loss
-from bdrun.defenses.strip import perturb
+from bdrun.defenses.strip import perturb, tfidf_rankings
 from bdrun.errors import BdrunError
 from bdrun.evaluation import REJECTED, detection_metrics, evaluate_detector
 from tests.defenses.test_dan import toy_splits
@@ -37,12 +37,34 @@ def test_strip_entropy_is_lower_with_a_planted_dominant_trigger(tmp_path: Path) 
     strip.save(tmp_path)
     loaded = DEFENSES.build({"name": "strip", "copies": 10, "replace_ratio": 0.3})
     loaded.load(tmp_path)
-    assert loaded.words == strip.words
+    assert loaded.vocab == strip.vocab and loaded.rankings == strip.rankings
 
 
 def test_strip_perturbation_replaces_the_asked_share_of_words() -> None:
     copy = perturb("a b c d e f g h i j", ["Z"], 0.3, random.Random(0))
     assert copy.split().count("Z") == 3 and len(copy.split()) == 10
+    ranked = perturb("a b c d e f g h i j", ["X", "Y", "Z"], 0.3, random.Random(0)).split()
+    assert sorted(w for w in ranked if w in "XYZ") == ["X", "Y", "Z"]  # the top-ranked words, once each
+
+
+def test_strip_ranks_words_by_tf_idf_per_held_out_sample() -> None:
+    vocab, rankings = tfidf_rankings(["a a b .", "b c"], keep=5)
+    assert vocab == ["a", "b", "c"]  # punctuation removed
+    # idf(a) = idf(c) = log 2 + 1 > idf(b) = 1; tf(a, doc 1) = 2/3: a before b; tf(c, doc 2) = 1/2: c before b
+    assert [[vocab[i] for i in r] for r in rankings] == [["a", "b"], ["c", "b"]]
+
+
+def test_strip_replaces_with_words_of_the_other_label_only(tmp_path: Path) -> None:
+    """The official STRIP text baseline: replacement words come from held-out samples *not* of protect_label."""
+    dev = TextDataset([f"alpha{i} beta" if i % 2 else f"gamma{i} delta" for i in range(40)], [i % 2 for i in range(40)])
+    splits = toy_splits()
+    splits = type(splits)(train=splits.train, dev=dev, test=splits.test, num_labels=2)
+    context = toy_context(ToyTokenizer(), tmp_path)
+    strip = DEFENSES.build({"name": "strip", "copies": 4, "protect_label": 1, "calibration": "all"})
+    strip.fit(BackdooredBag(), splits, context)
+    assert strip.vocab and all(w.startswith("gamma") or w == "delta" for w in strip.vocab)
+    # In every ranking the rare word (idf high) comes before the word every sample shares.
+    assert all(strip.vocab[r[0]].startswith("gamma") and strip.vocab[r[1]] == "delta" for r in strip.rankings)
 
 
 def test_rap_loss_is_zero_inside_the_range_and_hinged_outside() -> None:
