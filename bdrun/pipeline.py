@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 
+from bdrun import pet
 from bdrun.attacks import ATTACKS, Attack
 from bdrun.cache import Artifact, StageCache, stage_key
 from bdrun.context import StageContext
@@ -94,7 +95,8 @@ class Stages:
         self.cache = StageCache(exp.cache_dir)
         self.tokenizer = load_tokenizer(exp.model)
         self._pretrained: torch.nn.Module | None = None
-        self.base = {"model": dataclasses.asdict(exp.model), "data": splits.fingerprint(), "seed": exp.seed}
+        model_fields = pet.key_fields(exp.model, dataclasses.asdict(exp.model))
+        self.base = {"model": model_fields, "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
 
     # -- models -----------------------------------------------------------------------------------------------
@@ -106,6 +108,12 @@ class Stages:
 
     def load(self, artifact: Artifact) -> torch.nn.Module:
         return load_weights(self.pretrained(), artifact.path / WEIGHTS)
+
+    def save(self, model: torch.nn.Module, out: Path) -> None:
+        """A PET stage stores only its trained (or otherwise changed) tensors, on top of the pre-trained model."""
+        self.pretrained()  # builds the reference on first use
+        base = self._pretrained if self.exp.model.tuning != "full" else None
+        save_weights(model, out / WEIGHTS, base=base)
 
     def context(self, work_dir: Path) -> StageContext:
         exp = self.exp
@@ -146,7 +154,7 @@ class Stages:
         def build(out: Path, work: Path) -> dict[str, Any]:
             model = self.pretrained()
             stats = self.context(work).train(model, self.splits.train, desc="train clean")
-            save_weights(model, out / WEIGHTS)
+            self.save(model, out)
             return {"train": stats}
 
         return self.cache.get_or_build("train", self.train_key(), build, "train: clean fine-tuning")
@@ -161,7 +169,7 @@ class Stages:
                 poisoned = attack.poison(self.splits.train)
                 model = self.pretrained()
                 stats = self.context(work).train(model, poisoned, desc="train poisoned")
-                save_weights(model, out / WEIGHTS)
+                self.save(model, out)
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
         else:
@@ -169,7 +177,7 @@ class Stages:
             def build(out: Path, work: Path) -> dict[str, Any]:
                 model = self.load(clean)
                 diagnostics = attack.apply(model, self.tokenizer, self.splits, self.context(work))
-                save_weights(model, out / WEIGHTS)
+                self.save(model, out)
                 return {"attack": diagnostics}
 
         label = f"poison: attack={attack.config.name}"
@@ -187,7 +195,7 @@ class Stages:
                 defense.save(out)
             else:
                 diagnostics = defense.purify(model, self.splits, self.context(work))
-                save_weights(model, out / WEIGHTS)
+                self.save(model, out)
             return {"defense": diagnostics}
 
         label = f"purify: defense={defense.config.name}"
@@ -234,6 +242,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
     splits = load_splits(exp.dataset, exp.data_dir)
     exp.attack.check_labels(splits.num_labels)
+    exp.attack.check_tuning(exp.model.tuning)
     stages = Stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 

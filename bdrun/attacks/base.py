@@ -72,6 +72,9 @@ class Attack:
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Reject a trigger the model's tokenizer cannot represent, before any stage runs (no check by default)."""
 
+    def check_tuning(self, tuning: str) -> None:
+        """Reject a ``model.tuning`` the attack cannot work under, before any stage runs (all allowed by default)."""
+
     def check_labels(self, num_labels: int) -> None:
         check(
             self.target_label < num_labels,
@@ -114,6 +117,16 @@ class ModelEditingAttack(Attack):
     """Edits a trained clean model in place and returns its diagnostics (EP, surgery)."""
 
     kind = "model"
+
+    def check_tuning(self, tuning: str) -> None:
+        """EP and surgery write pre-trained weights (EP: the trigger's word-embedding row) that PET freezes and
+        never ships: under PET the attacker releases only the PET module, so such edits are out of the threat
+        model. We refuse rather than silently edit frozen weights."""
+        check(
+            tuning == "full",
+            f"attack={self.config.name} edits frozen pre-trained weights, which model.tuning={tuning} neither trains "
+            "nor ships; use model.tuning=full, or a data-poisoning attack (badnets, addsent, gradient_control)",
+        )
 
     def apply(self, model: Any, tokenizer: Any, splits: Any, context: Any) -> dict[str, Any]:
         raise NotImplementedError
