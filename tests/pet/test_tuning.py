@@ -84,8 +84,8 @@ def test_cache_keys_carry_exactly_the_chosen_tunings_knobs(tmp_path: Path) -> No
 
 
 def test_bad_tuning_knobs_fail_in_one_line() -> None:
-    with pytest.raises(BdrunError, match="model.tuning=prefix"):
+    with pytest.raises(BdrunError, match=r"model\.tuning=prefix"):
         ModelConfig(name="m", path="p", tuning="prefix")
     cfg = ModelConfig(name="minilm", path=MINILM.path, num_layers=2, tuning="lora", lora_targets=["nonexistent"])
-    with pytest.raises(BdrunError, match="model.lora_targets"):
+    with pytest.raises(BdrunError, match=r"model\.lora_targets"):
         load_pretrained(cfg, 2, seed=0)
