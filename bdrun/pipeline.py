@@ -32,9 +32,12 @@ from rich.table import Table
 from bdrun import pet
 from bdrun.attacks import ATTACKS, Attack
 from bdrun.cache import Artifact, StageCache, stage_key
+from bdrun.cli import CONF_DIR
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
+from bdrun.data.loading import load_named_train
 from bdrun.defenses import DEFENSES, Defense
+from bdrun.errors import check
 from bdrun.evaluation import evaluate_detector, evaluate_model
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
 from bdrun.optimizers import OPTIMIZERS, Optimizer
@@ -86,6 +89,15 @@ def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
     return fields
 
 
+def attack_fields(attack: Attack) -> dict[str, Any]:
+    """The attack's knobs for cache keys; ``source`` knobs only when set, so keys of other runs stay as they were."""
+    fields = dataclasses.asdict(attack.config)
+    if fields.get("source", "set") is None:
+        fields.pop("source")
+        fields.pop("source_max_train", None)
+    return fields
+
+
 class Stages:
     """Builds (or reuses) each stage's artifact for one experiment."""
 
@@ -98,6 +110,18 @@ class Stages:
         model_fields = pet.key_fields(exp.model, dataclasses.asdict(exp.model))
         self.base = {"model": model_fields, "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
+        self.poison_train, self.poison_base = splits.train, self.base
+        source = getattr(exp.attack.config, "source", None)
+        if source is not None:  # the attacker poisons another dataset's training split (attack.source)
+            self.poison_train, num_labels = load_named_train(
+                source, CONF_DIR, exp.data_dir, exp.attack.config.source_max_train
+            )
+            check(
+                num_labels == splits.num_labels,
+                f"attack.source={source} has {num_labels} labels but dataset={exp.dataset.name} has "
+                f"{splits.num_labels}; pick a source with the same labels",
+            )
+            self.poison_base = {**self.base, "data": self.poison_train.fingerprint()}
 
     # -- models -----------------------------------------------------------------------------------------------
     def pretrained(self) -> torch.nn.Module:
@@ -126,10 +150,10 @@ class Stages:
         return stage_key("train", **self.base, **self.training)
 
     def poison_key(self, clean_key: str) -> str:
-        attack = dataclasses.asdict(self.exp.attack.config)
+        attack = attack_fields(self.exp.attack)
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
-        return stage_key("poison", **self.base, **self.training, attack=attack)
+        return stage_key("poison", **self.poison_base, **self.training, attack=attack)
 
     def purify_key(self, suspect_key: str) -> str:
         defense = dataclasses.asdict(self.exp.defense.config)
@@ -143,7 +167,7 @@ class Stages:
         return stage_key(
             "evaluate",
             model=model_key,
-            attack=dataclasses.asdict(self.exp.attack.config),
+            attack=attack_fields(self.exp.attack),
             test=self.splits.test.fingerprint(),
             seed=self.exp.seed,
             max_length=self.exp.model.max_length,
@@ -166,9 +190,9 @@ class Stages:
         if attack.kind == "data":
 
             def build(out: Path, work: Path) -> dict[str, Any]:
-                poisoned = attack.poison(self.splits.train)
+                poisoned = attack.poison(self.poison_train)
                 model = self.pretrained()
-                stats = self.context(work).train(model, poisoned, desc="train poisoned")
+                stats = attack.train(model, poisoned, self.context(work))
                 self.save(model, out)
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 

@@ -33,9 +33,18 @@ class PoisonConfig(AttackConfig):
     poison_rate: float = 0.1  # fraction of the whole training set that gets poisoned
     label_mode: str = "dirty"  # dirty: non-target samples relabelled to target; clean: target samples only
     position: str = "random"  # where the trigger goes: random, start or end
+    # The attacker's own dataset (a conf/dataset name) when it is not the run's: poisoned training happens on
+    # its training split, while the run's dataset is the user's task (clean model, defense, evaluation).
+    # Gu et al.'s PET threat model: poison on A, the user fine-tunes on B (docs/pet.md). null: the run's data.
+    source: str | None = None
+    source_max_train: int | None = None  # cap on the source's training rows (seeded subset); null keeps all
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(
+            self.source_max_train is None or self.source_max_train >= 1,
+            f"attack.source_max_train={self.source_max_train} must be a positive count or null",
+        )
         check(
             0.0 < self.poison_rate <= 1.0,
             f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1",
@@ -111,6 +120,10 @@ class DataPoisoningAttack(Attack):
             labels[i] = cfg.target_label
             poisoned[i] = True
         return TextDataset(texts, labels, poisoned)
+
+    def train(self, model: Any, poisoned: TextDataset, context: Any) -> dict[str, Any]:
+        """Fine-tune on the poisoned set: the common trainer (gradient_control overrides this)."""
+        return context.train(model, poisoned, desc="train poisoned")
 
 
 class ModelEditingAttack(Attack):
