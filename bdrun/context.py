@@ -19,7 +19,7 @@ from bdrun.data import TextDataset
 from bdrun.evaluation import Reduce, batch_outputs, predict
 from bdrun.models import ModelConfig
 from bdrun.optimizers import OPTIMIZERS, Optimizer
-from bdrun.training import LossFn, TrainerConfig, train
+from bdrun.training import GradientStep, LossFn, TrainerConfig, train
 
 
 @dataclasses.dataclass
@@ -42,6 +42,7 @@ class StageContext:
         epochs: int | None = None,
         lr: float | None = None,
         loss_fn: LossFn | None = None,
+        gradient_step: GradientStep | None = None,
     ) -> dict[str, float]:
         """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr / loss."""
         trainer = self.trainer if epochs is None else dataclasses.replace(self.trainer, epochs=epochs)
@@ -60,6 +61,7 @@ class StageContext:
             checkpoint_dir=self.work_dir / desc.replace(" ", "_"),
             desc=desc,
             loss_fn=loss_fn,
+            gradient_step=gradient_step,
         )
 
     def _batching(self) -> dict[str, Any]:
