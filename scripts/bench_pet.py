@@ -113,7 +113,8 @@ def lfr_table(pairs: list[str], tunings: list[str], sizes: list[str], extra: lis
             *extra,
         ]
         started = time.time()
-        command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, f"hydra.sweep.dir={sweep}"]
+        where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get too long
+        command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, *where]
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min)")
         if result.returncode != 0:
@@ -150,6 +151,7 @@ def main() -> None:
     root = REPO / "outputs" / "multirun" / "bench_pet" / time.strftime("%Y-%m-%d_%H-%M-%S")
     started = time.time()
     cost = step_cost(["full", "lora", "adapter"], args.cost_steps, 32)
+    print("\n".join(cost), flush=True)
     lfr = lfr_table(args.pairs.split(","), args.tunings.split(","), sizes, args.extra, root)
     lines = [
         "### Step cost: PET against full tuning",
