@@ -111,8 +111,8 @@ class Stages:
         self.base = {"model": model_fields, "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
         self.poison_train, self.poison_base = splits.train, self.base
-        source = getattr(exp.attack.config, "source", None)
-        if source is not None:  # the attacker poisons another dataset's training split (attack.source)
+        source = exp.attack.config.source
+        if source is not None and exp.attack.kind == "data":  # the attacker poisons another dataset (attack.source)
             self.poison_train, num_labels = load_named_train(
                 source, CONF_DIR, exp.data_dir, exp.attack.config.source_max_train
             )

@@ -21,9 +21,19 @@ class AttackConfig:
     name: str
     target_label: int = 1
     seed: int = 0  # seeds which samples are poisoned and where triggers go
+    # The attacker's own dataset (a conf/dataset name) when it is not the run's: poisoned training happens on
+    # its training split, while the run's dataset is the user's task (clean model, defense, evaluation).
+    # Gu et al.'s PET threat model: poison on A, the user fine-tunes on B (docs/pet.md). null: the run's data.
+    # Only data-poisoning attacks use it; attack=none ignores it and model-editing attacks refuse it.
+    source: str | None = None
+    source_max_train: int | None = None  # cap on the source's training rows (seeded subset); null keeps all
 
     def __post_init__(self) -> None:
         check(self.target_label >= 0, f"attack.target_label={self.target_label} must be a class index >= 0")
+        check(
+            self.source_max_train is None or self.source_max_train >= 1,
+            f"attack.source_max_train={self.source_max_train} must be a positive count or null",
+        )
 
 
 @dataclasses.dataclass
@@ -33,18 +43,9 @@ class PoisonConfig(AttackConfig):
     poison_rate: float = 0.1  # fraction of the whole training set that gets poisoned
     label_mode: str = "dirty"  # dirty: non-target samples relabelled to target; clean: target samples only
     position: str = "random"  # where the trigger goes: random, start or end
-    # The attacker's own dataset (a conf/dataset name) when it is not the run's: poisoned training happens on
-    # its training split, while the run's dataset is the user's task (clean model, defense, evaluation).
-    # Gu et al.'s PET threat model: poison on A, the user fine-tunes on B (docs/pet.md). null: the run's data.
-    source: str | None = None
-    source_max_train: int | None = None  # cap on the source's training rows (seeded subset); null keeps all
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(
-            self.source_max_train is None or self.source_max_train >= 1,
-            f"attack.source_max_train={self.source_max_train} must be a positive count or null",
-        )
         check(
             0.0 < self.poison_rate <= 1.0,
             f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1",
@@ -130,6 +131,14 @@ class ModelEditingAttack(Attack):
     """Edits a trained clean model in place and returns its diagnostics (EP, surgery)."""
 
     kind = "model"
+
+    def __init__(self, config: AttackConfig) -> None:
+        super().__init__(config)
+        check(
+            config.source is None,
+            f"attack.source={config.source} applies to data-poisoning attacks only; attack={config.name} edits the "
+            "clean model of the run's dataset, so drop attack.source (attack.source=null)",
+        )
 
     def check_tuning(self, tuning: str) -> None:
         """EP and surgery write pre-trained weights (EP: the trigger's word-embedding row) that PET freezes and

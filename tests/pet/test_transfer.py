@@ -50,3 +50,10 @@ def test_pet_transfer_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None
     report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
     assert set(report) >= {"clean", "backdoored", "purified"}
     assert report["diagnostics"]["backdoored"]["poisoned_samples"] == round(0.4 * 96)
+
+
+def test_source_is_ignored_without_poisoning_and_refused_by_model_editing_attacks(tmp_path: Path) -> None:
+    clean_only = stages_for(["attack=none", "attack.source=sst2_glue"], tmp_path)
+    assert clean_only.poison_train is clean_only.splits.train
+    with pytest.raises(BdrunError, match=r"attack\.source=sst2_glue applies to data-poisoning attacks only"):
+        stages_for(["attack=ep", "attack.source=sst2_glue"], tmp_path)
