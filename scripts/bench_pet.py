@@ -14,9 +14,9 @@ Full size (meant for a GPU; the paper: 10 attacker epochs, 5 user epochs, lr 2e-
 
 Tiny CPU check (what was run on the 2-core machine, see docs/results/pet.md)::
 
-    python scripts/bench_pet.py --pairs sst2_glue:sst2 --tunings adapter --source-train 200 --user-train 200 \\
-        --test 200 --out docs/results/pet.md -- trainer.epochs=2 defense.epochs=1 optimizer.lr=1e-3 \\
-        model.max_length=64 trainer.batch_size=16
+    python scripts/bench_pet.py --pairs sst2_glue:sst2 --tunings adapter --source-train 400 --user-train 400 \\
+        --test 200 --cost-steps 5 --out docs/results/pet.md -- trainer.epochs=3 defense.epochs=2 optimizer.lr=2e-3 \\
+        model.max_length=32 trainer.batch_size=16
 
 The paper's pairs use IMDB and Enron, which ``shared/data`` lacks; the nearest pairs here are GLUE SST-2
 (phrases) → SST-2 (sentences) and Stormfront hate speech → Ling-Spam (a cross-task pair: both "target = 1").
