@@ -49,7 +49,7 @@ def test_pet_transfer_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None
     exp = parse_experiment(compose_config(TRANSFER, cache_dir=tmp_path / "cache"))
     report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
     assert set(report) >= {"clean", "backdoored", "purified"}
-    assert report["diagnostics"]["backdoored"]["poisoned_samples"] == round(0.4 * 96)
+    assert report["diagnostics"]["backdoored"]["poisoned_samples"] == round(0.2 * 96)
 
 
 def test_source_is_ignored_without_poisoning_and_refused_by_model_editing_attacks(tmp_path: Path) -> None:
