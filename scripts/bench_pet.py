@@ -123,7 +123,7 @@ def lfr_table(pairs: list[str], tunings: list[str], sizes: list[str], extra: lis
             overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text())
             knobs = dict(o.split("=", 1) for o in overrides)
             report = json.loads(metrics_file.read_text())
-            row = ROWS[(knobs["attack.clnorm"], knobs["attack.ilproj"])]
+            row = ROWS[(knobs["attack.clnorm"].lower(), knobs["attack.ilproj"].lower())]  # Hydra writes False
             b, p = report["backdoored"], report["purified"]
             lines.append(
                 f"| {source}→{target} | {knobs['model.tuning']} | {row} | {100 * b['cacc']:.1f} | "
