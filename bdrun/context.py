@@ -19,7 +19,7 @@ from bdrun.data import TextDataset
 from bdrun.evaluation import Reduce, batch_outputs, predict
 from bdrun.models import ModelConfig
 from bdrun.optimizers import OPTIMIZERS, Optimizer
-from bdrun.training import LossFn, TrainerConfig, train
+from bdrun.training import GradientStep, LossFn, TrainerConfig, train
 
 
 @dataclasses.dataclass
@@ -46,6 +46,7 @@ class StageContext:
         lr: float | None = None,
         loss_fn: LossFn | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        gradient_step: GradientStep | None = None,
     ) -> dict[str, float]:
         """Fine-tune with the run's optimizer and trainer, optionally with a stage's own epochs / lr / loss, and
         a hook after every optimizer step (see :func:`bdrun.training.train`)."""
@@ -66,6 +67,7 @@ class StageContext:
             desc=desc,
             loss_fn=loss_fn,
             on_step=on_step,
+            gradient_step=gradient_step,
         )
 
     def _batching(self) -> dict[str, Any]:

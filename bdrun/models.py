@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -23,6 +24,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from bdrun.errors import BdrunError, check
+from bdrun.pet import TUNINGS, apply_tuning
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,25 @@ class ModelConfig:
     path: str
     num_layers: int | None = None  # keep only the first N encoder layers (fast tests); null keeps all
     max_length: int = 128  # tokens per input after truncation; batches are padded to their longest input
+    # Parameter-efficient tuning (bdrun/pet, docs/pet.md): full trains everything; lora (peft) and adapter
+    # (sequential Houlsby bottleneck) train only their own parameters and the classification head.
+    tuning: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
+    adapter_size: int = 64  # bottleneck width of each adapter
 
     def __post_init__(self) -> None:
+        check(
+            self.tuning in TUNINGS,
+            f"model.tuning={self.tuning} is not supported; use one of {', '.join(TUNINGS)}",
+        )
+        check(self.lora_rank >= 1, f"model.lora_rank={self.lora_rank} must be at least 1")
+        check(self.lora_alpha > 0, f"model.lora_alpha={self.lora_alpha} must be positive")
+        check(0 <= self.lora_dropout < 1, f"model.lora_dropout={self.lora_dropout} must be in [0, 1)")
+        check(bool(self.lora_targets), "model.lora_targets is empty; name linear modules, e.g. [query,value]")
+        check(self.adapter_size >= 1, f"model.adapter_size={self.adapter_size} must be at least 1")
         check(
             self.num_layers is None or self.num_layers >= 1,
             f"model.num_layers={self.num_layers} must be at least 1 (or null for all layers)",
@@ -76,21 +95,46 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def load_pretrained(cfg: ModelConfig, num_labels: int, seed: int) -> torch.nn.Module:
-    """The pre-trained encoder with a fresh classification head, identical for identical seeds."""
+    """The pre-trained encoder with a fresh classification head (and the PET modules of ``cfg.tuning``, all
+    but them and the head frozen), identical for identical seeds."""
     overrides = {"num_labels": num_labels}
     if cfg.num_layers is not None:
         overrides["num_hidden_layers"] = cfg.num_layers
     config = _from_pretrained(AutoConfig, cfg, **overrides)
     torch.manual_seed(seed)  # the classification head is the only randomly initialised part
-    return _from_pretrained(AutoModelForSequenceClassification, cfg, config=config)
+    model = _from_pretrained(AutoModelForSequenceClassification, cfg, config=config)
+    return apply_tuning(model, cfg, seed)
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    save_model(model, str(path))
+PARTIAL = "bdrun_partial"  # safetensors metadata key of a file that holds only the tensors that differ from a base
+
+
+def save_weights(model: torch.nn.Module, path: Path, base: torch.nn.Module | None = None) -> None:
+    """Save every tensor, or with ``base`` (a PET stage: the pre-trained PET model it started from) only what
+    the stage owns: every trainable tensor of ``base`` plus any tensor that differs from ``base`` (a defense
+    may edit a frozen weight, e.g. reinit). :func:`load_weights` restores it on top of the same base."""
+    if base is None:
+        save_model(model, str(path))
+        return
+    reference = base.state_dict()
+    trainable = {name for name, param in base.named_parameters() if param.requires_grad}
+    kept = {
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in model.state_dict().items()
+        if name in trainable or not torch.equal(tensor.detach().cpu(), reference[name].detach().cpu())
+    }
+    save_file(kept, str(path), metadata={PARTIAL: "1"})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    missing, unexpected = load_model(model, str(path), strict=False, device="cpu")
+    """Load a full file, or a partial one (see :func:`save_weights`) into ``model`` = its base."""
+    with safe_open(str(path), framework="pt") as handle:
+        partial = (handle.metadata() or {}).get(PARTIAL) == "1"
+    if partial:
+        missing, unexpected = model.load_state_dict(load_file(str(path), device="cpu"), strict=False)
+        missing = []  # a partial file holds only what differs from the base; the rest comes from the base
+    else:
+        missing, unexpected = load_model(model, str(path), strict=False, device="cpu")
     if missing or unexpected:
         raise BdrunError(
             f"weights in {path} do not fit model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); "

@@ -29,10 +29,13 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 
+from bdrun import pet
 from bdrun.attacks import ATTACKS, Attack
 from bdrun.cache import Artifact, StageCache, stage_key
+from bdrun.configs import CONF_DIR
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
+from bdrun.data.loading import load_named_train
 from bdrun.defenses import DEFENSES, Defense
 from bdrun.errors import check, integer
 from bdrun.evaluation import evaluate_detector, evaluate_model
@@ -122,8 +125,21 @@ class Stages:
         # all of it, whereas an editing method might leave state (hooks, flags) that its saved file does not
         # hold, and the run must evaluate exactly what the cache holds. At most two (clean, backdoored).
         self._trained: dict[tuple[str, str], torch.nn.Module] = {}
-        self.base = {"model": dataclasses.asdict(exp.model), "data": splits.fingerprint(), "seed": exp.seed}
+        model_fields = pet.key_fields(exp.model, dataclasses.asdict(exp.model))
+        self.base = {"model": model_fields, "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
+        self.poison_train, self.poison_base = splits.train, self.base
+        source = exp.attack.config.source
+        if source is not None and exp.attack.kind == "data":  # the attacker poisons another dataset (attack.source)
+            self.poison_train, num_labels = load_named_train(
+                source, CONF_DIR, exp.data_dir, exp.attack.config.source_max_train
+            )
+            check(
+                num_labels == splits.num_labels,
+                f"attack.source={source} has {num_labels} labels but dataset={exp.dataset.name} has "
+                f"{splits.num_labels}; pick a source with the same labels",
+            )
+            self.poison_base = {**self.base, "data": self.poison_train.fingerprint()}
 
     # -- models -----------------------------------------------------------------------------------------------
     def pretrained(self) -> torch.nn.Module:
@@ -140,6 +156,12 @@ class Stages:
             return trained if shared else copy.deepcopy(trained)
         return load_weights(self.pretrained(), artifact.path / WEIGHTS)
 
+    def save(self, model: torch.nn.Module, out: Path) -> None:
+        """A PET stage stores only its trained (or otherwise changed) tensors, on top of the pre-trained model."""
+        self.pretrained()  # builds the reference on first use
+        base = self._pretrained if self.exp.model.tuning != "full" else None
+        save_weights(model, out / WEIGHTS, base=base)
+
     def context(self, work_dir: Path) -> StageContext:
         exp = self.exp
         return StageContext(
@@ -154,7 +176,7 @@ class Stages:
         attack = self.exp.attack.config.key_fields()
         if self.exp.attack.kind == "model":  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
-        return stage_key("poison", **self.base, **self.training, attack=attack)
+        return stage_key("poison", **self.poison_base, **self.training, attack=attack)
 
     def purify_key(self, suspect_key: str) -> str:
         defense = dataclasses.asdict(self.exp.defense.config)
@@ -179,7 +201,7 @@ class Stages:
         def build(out: Path, work: Path) -> dict[str, Any]:
             model = self.pretrained()
             stats = self.context(work).train(model, self.splits.train, desc="train clean")
-            save_weights(model, out / WEIGHTS)
+            self.save(model, out)
             self._trained["train", key] = model
             return {"train": stats}
 
@@ -194,10 +216,10 @@ class Stages:
         if attack.kind == "data":
 
             def build(out: Path, work: Path) -> dict[str, Any]:
-                poisoned = attack.poison(self.splits.train)
+                poisoned = attack.poison(self.poison_train)
                 model = self.pretrained()
-                stats = self.context(work).train(model, poisoned, desc="train poisoned")
-                save_weights(model, out / WEIGHTS)
+                stats = attack.train(model, poisoned, self.context(work))
+                self.save(model, out)
                 self._trained["poison", key] = model
                 return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
 
@@ -206,7 +228,7 @@ class Stages:
             def build(out: Path, work: Path) -> dict[str, Any]:
                 model = self.load(clean)
                 diagnostics = attack.apply(model, self.tokenizer, self.splits, self.context(work))
-                save_weights(model, out / WEIGHTS)
+                self.save(model, out)
                 return {"attack": diagnostics}
 
         label = f"poison: attack={attack.config.name}"
@@ -216,7 +238,7 @@ class Stages:
     def victim_train(self) -> Any:
         """The training set the victim fine-tuned on (poisoned under a data-poisoning attack; deterministic)."""
         attack = self.exp.attack
-        return attack.poison(self.splits.train) if attack.kind == "data" else self.splits.train
+        return attack.poison(self.poison_train) if attack.kind == "data" else self.splits.train
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
@@ -231,7 +253,7 @@ class Stages:
             else:
                 context = dataclasses.replace(self.context(work), victim_train=self.victim_train())
                 diagnostics = defense.purify(model, self.splits, context)
-                save_weights(model, out / WEIGHTS)
+                self.save(model, out)
             return {"defense": diagnostics}
 
         label = f"purify: defense={defense.config.name}"
@@ -297,6 +319,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     use_tf32(exp.device, exp.trainer.tf32)  # for evaluation too (train() sets it for training)
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
+    exp.attack.check_tuning(exp.model.tuning)
     exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
     exp.defense.check_data(splits, exp.seed)
     stages = make_stages(exp, splits)

@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -35,6 +36,20 @@ PRECISIONS = ("fp32", "bf16")
 
 # A stage's own objective: (logits, labels) -> scalar loss. None: the model's cross-entropy.
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GradientStep(Protocol):
+    """A stage's own gradient computation for one batch (gradient_control: clean and poisoned rows separately).
+
+    Called as ``step(rows, batch_loss)`` with the batch's row indices and the loop's ``batch_loss(rows)``; it
+    leaves the gradients in ``.grad`` and returns the loss to log. Its state is checkpointed with the run.
+    """
+
+    def __call__(self, rows: list[int], batch_loss: Callable[[list[int]], torch.Tensor]) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -103,7 +118,7 @@ def forward_module(model: torch.nn.Module, config: TrainerConfig) -> torch.nn.Mo
     return torch.compile(model, dynamic=True)
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> None:
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, gradient_step=None) -> None:
     """Write ``step-N`` atomically (temporary folder, then rename) and drop older checkpoints."""
     final = folder / f"step-{step:08d}"
     partial = folder / f".step-{step:08d}.partial"
@@ -117,6 +132,8 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> No
         "cpu_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+    if gradient_step is not None:
+        state["gradient_step"] = gradient_step.state_dict()
     torch.save(state, partial / "state.pt")
     partial.rename(final)
     for old in folder.glob("step-*"):
@@ -124,7 +141,7 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> No
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+def _load_checkpoint(folder: Path, model, optimizer, scheduler, gradient_step=None) -> int:
     """Restore the newest complete checkpoint; returns the step to continue from (0 if none)."""
     found = sorted(folder.glob("step-*")) if folder.is_dir() else []
     if not found:
@@ -138,6 +155,8 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
     torch.set_rng_state(state["cpu_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if gradient_step is not None:
+        gradient_step.load_state_dict(state["gradient_step"])
     return int(state["step"])
 
 
@@ -155,10 +174,12 @@ def train(
     desc: str = "train",
     loss_fn: LossFn | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    gradient_step: GradientStep | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` on ``data`` in place and return training statistics.
 
-    ``loss_fn`` replaces the model's cross-entropy for stages with another objective (MEFT's entropy phase).
+    ``loss_fn`` replaces the model's cross-entropy for stages with another objective (MEFT's entropy phase);
+    ``gradient_step`` replaces the plain ``batch_loss(rows).backward()`` (gradient_control).
     ``on_step(step, total_steps)`` runs after every optimizer step, and once with the resumed step after a
     checkpoint is restored (surgery's in-training pruning).
     """
@@ -173,7 +194,7 @@ def train(
     step_model = forward_module(model, config)
     optimizer, scheduler = optimizer_spec.build(model, total_steps)
     torch.manual_seed(seed)
-    step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler) if checkpoint_dir else 0
+    step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler, gradient_step) if checkpoint_dir else 0
     if on_step is not None and step > 0:
         on_step(step, total_steps)
     model.train()
@@ -204,8 +225,11 @@ def train(
                 def gradients(rows: list[int] = rows) -> torch.Tensor:
                     """Zero the gradients, then one forward/backward pass; optimizers may call it twice (SAM)."""
                     optimizer.zero_grad(set_to_none=True)
-                    loss = batch_loss(rows)
-                    loss.backward()
+                    if gradient_step is None:
+                        loss = batch_loss(rows)
+                        loss.backward()
+                    else:
+                        loss = gradient_step(rows, batch_loss)
                     if config.max_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     return loss
@@ -223,7 +247,7 @@ def train(
                 # The last step needs no checkpoint: the stage saves the finished model itself.
                 boundary = step % config.checkpoint_every == 0 or batch_no == steps_per_epoch - 1
                 if checkpoint_dir and boundary and step < total_steps:
-                    _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler)
+                    _save_checkpoint(checkpoint_dir, step, model, optimizer, scheduler, gradient_step)
     optimizer.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - started
     model.eval()

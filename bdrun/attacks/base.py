@@ -26,6 +26,12 @@ class AttackConfig:
     seed: int = 0  # seeds which samples are poisoned and where triggers go
     # Sentence-pair datasets (dataset.text_pair_column): the sentence that gets the trigger, first or second.
     trigger_sentence: str = "first"
+    # The attacker's own dataset (a conf/dataset name) when it is not the run's: poisoned training happens on
+    # its training split, while the run's dataset is the user's task (clean model, defense, evaluation).
+    # Gu et al.'s PET threat model: poison on A, the user fine-tunes on B (docs/pet.md). null: the run's data.
+    # Only data-poisoning attacks use it; attack=none ignores it and model-editing attacks refuse it.
+    source: str | None = None
+    source_max_train: int | None = None  # cap on the source's training rows (seeded subset); null keeps all
 
     def __post_init__(self) -> None:
         check(self.target_label >= 0, f"attack.target_label={self.target_label} must be a class index >= 0")
@@ -33,13 +39,20 @@ class AttackConfig:
             self.trigger_sentence in TRIGGER_SENTENCES,
             f"attack.trigger_sentence={self.trigger_sentence} is not supported; use first or second",
         )
+        check(
+            self.source_max_train is None or self.source_max_train >= 1,
+            f"attack.source_max_train={self.source_max_train} must be a positive count or null",
+        )
 
     def key_fields(self) -> dict[str, Any]:
-        """The knobs that go into cache keys: all of them, less ``trigger_sentence`` at its default, so that the
-        keys of single-sentence runs stay what they were before pairs existed."""
+        """The knobs that go into cache keys: all of them, less ``trigger_sentence`` at its default and the
+        ``source`` knobs when unset, so that the keys of runs that use neither stay what they were before."""
         fields = dataclasses.asdict(self)
         if fields.get("trigger_sentence") == "first":
             del fields["trigger_sentence"]
+        if fields.get("source", "set") is None:
+            fields.pop("source")
+            fields.pop("source_max_train", None)
         return fields
 
 
@@ -99,6 +112,9 @@ class Attack:
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Reject a trigger the model's tokenizer cannot represent, before any stage runs (no check by default)."""
 
+    def check_tuning(self, tuning: str) -> None:
+        """Reject a ``model.tuning`` the attack cannot work under, before any stage runs (all allowed by default)."""
+
     def check_labels(self, num_labels: int) -> None:
         check(
             self.target_label < num_labels,
@@ -148,11 +164,33 @@ class DataPoisoningAttack(Attack):
             poisoned[i] = True
         return TextDataset(texts, labels, poisoned)
 
+    def train(self, model: Any, poisoned: TextDataset, context: Any) -> dict[str, Any]:
+        """Fine-tune on the poisoned set: the common trainer (gradient_control overrides this)."""
+        return context.train(model, poisoned, desc="train poisoned")
+
 
 class ModelEditingAttack(Attack):
     """Edits a trained clean model in place and returns its diagnostics (EP, surgery)."""
 
     kind = "model"
+
+    def __init__(self, config: AttackConfig) -> None:
+        super().__init__(config)
+        check(
+            config.source is None,
+            f"attack.source={config.source} applies to data-poisoning attacks only; attack={config.name} edits the "
+            "clean model of the run's dataset, so drop attack.source (attack.source=null)",
+        )
+
+    def check_tuning(self, tuning: str) -> None:
+        """EP and surgery write pre-trained weights (EP: the trigger's word-embedding row) that PET freezes and
+        never ships: under PET the attacker releases only the PET module, so such edits are out of the threat
+        model. We refuse rather than silently edit frozen weights."""
+        check(
+            tuning == "full",
+            f"attack={self.config.name} edits frozen pre-trained weights, which model.tuning={tuning} neither trains "
+            "nor ships; use model.tuning=full, or a data-poisoning attack (badnets, addsent, gradient_control)",
+        )
 
     def apply(self, model: Any, tokenizer: Any, splits: Any, context: Any) -> dict[str, Any]:
         raise NotImplementedError

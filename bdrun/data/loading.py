@@ -228,3 +228,18 @@ def load_splits(cfg: DatasetConfig, data_dir: str | Path) -> Splits:
     """Load and check train, dev and test."""
     loaded = {split: load_split(cfg, split, data_dir) for split in SPLITS}
     return Splits(num_labels=cfg.num_labels, **loaded)
+
+
+def load_named_train(name: str, conf_dir: Path, data_dir: str | Path, max_train: int | None) -> tuple[TextDataset, int]:
+    """The training split and label count of the dataset config ``conf/dataset/<name>.yaml`` (another
+    dataset than the run's, e.g. the attacker's in ``attack.source``); ``max_train`` caps its rows (seeded)."""
+    from omegaconf import OmegaConf
+
+    from bdrun.registry import parse_config
+
+    path = conf_dir / "dataset" / f"{name}.yaml"
+    choices = sorted(p.stem for p in (conf_dir / "dataset").glob("*.yaml"))
+    check(path.is_file(), f"attack.source={name} names no dataset config; choose one of: {', '.join(choices)}")
+    cfg = parse_config(DatasetConfig, OmegaConf.load(path), "attack.source")
+    cfg.max_samples = {**cfg.max_samples, "train": max_train}
+    return load_split(cfg, "train", data_dir), cfg.num_labels

@@ -29,8 +29,7 @@ from bdrun.cache import Artifact, stage_key
 from bdrun.errors import check
 from bdrun.federated.aggregators import AGGREGATORS, Aggregator, FedAvgConfig
 from bdrun.federated.federation import Federation, run_federation
-from bdrun.models import save_weights
-from bdrun.pipeline import WEIGHTS, Stages
+from bdrun.pipeline import Stages
 from bdrun.tracking import Tracker
 
 FEDAVG = FedAvgConfig(name="fedavg")
@@ -89,7 +88,7 @@ class FederatedStages(Stages):
         def build(out, work) -> dict[str, Any]:
             model = self.pretrained()
             diagnostics = run_federation(model, self.splits, fed, self.context(work), desc=stage)
-            save_weights(model, out / WEIGHTS)
+            self.save(model, out)  # a PET federation stores only its trained tensors
             return {"federation": diagnostics, "poisoned_samples": diagnostics["poisoned_samples"]}
 
         cfg = self.exp.federated

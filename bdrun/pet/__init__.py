@@ -1,0 +1,84 @@
+"""Parameter-efficient tuning (PET): ``model.tuning=full|lora|adapter``.
+
+:func:`apply_tuning` is called where the pre-trained model is built (:func:`bdrun.models.load_pretrained`), so
+every stage that trains (clean, poison, purify) starts from the same PET model and trains only what it marks
+trainable: the PET parameters and the classification head. Everything else is frozen (``requires_grad``
+off), and since the shared optimizer only receives trainable parameters, frozen weights stay bit-identical.
+
+- ``lora``: the ``peft`` library's LoRA layers, injected in place (``peft.inject_adapter_in_model``) so that
+  the model keeps its class and attribute paths (``model.bert``, ``model.classifier``) that attacks and
+  defenses use. The wrapped linear layers' own weights move to ``...query.base_layer.weight``.
+- ``adapter``: sequential Houlsby bottleneck adapters (:mod:`bdrun.pet.adapter`).
+
+The PET modules are initialised from a seed derived from the run's seed, so the PET pre-trained model is the
+same in every process; that is what lets a PET stage cache only its trained tensors (see
+:func:`bdrun.models.save_weights`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bdrun.errors import BdrunError, check
+from bdrun.pet.adapter import insert_adapters
+
+if TYPE_CHECKING:
+    from bdrun.models import ModelConfig
+
+TUNINGS = ("full", "lora", "adapter")
+LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+ADAPTER_KNOBS = ("adapter_size",)
+PET_MARKERS = {"lora": ("lora_",), "adapter": (".adapter.",)}
+HEAD_PREFIX = "classifier."
+
+
+def key_fields(cfg: ModelConfig, fields: dict[str, Any]) -> dict[str, Any]:
+    """The model config's cache-key fields: only the knobs of the chosen tuning (full-tuning keys stay as they
+    were before PET existed, so existing caches remain valid)."""
+    fields = dict(fields)
+    drop = {"full": (*LORA_KNOBS, *ADAPTER_KNOBS, "tuning"), "lora": ADAPTER_KNOBS, "adapter": LORA_KNOBS}
+    for knob in drop[cfg.tuning]:
+        fields.pop(knob, None)
+    return fields
+
+
+def is_pet_parameter(name: str, tuning: str) -> bool:
+    return any(marker in name for marker in PET_MARKERS.get(tuning, ()))
+
+
+def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, seed: int) -> torch.nn.Module:
+    """Insert the PET modules of ``cfg.tuning`` and freeze everything but them and the head (in place)."""
+    if cfg.tuning == "full":
+        return model
+    torch.manual_seed(seed + 1)  # PET initialisation: reproducible, and independent of the head's draw
+    if cfg.tuning == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+        )
+        try:
+            model = inject_adapter_in_model(lora, model)
+        except ValueError as err:
+            raise BdrunError(
+                f"model.lora_targets={list(cfg.lora_targets)} matched no layer ({str(err).splitlines()[0][:80]}); "
+                "name linear modules of the encoder, e.g. [query,value]"
+            ) from None
+    else:
+        insert_adapters(model, cfg.adapter_size)
+    head = 0
+    for name, param in model.named_parameters():
+        trainable = is_pet_parameter(name, cfg.tuning) or name.startswith(HEAD_PREFIX)
+        head += name.startswith(HEAD_PREFIX)
+        param.requires_grad_(trainable)
+    check(head > 0, f"model.tuning={cfg.tuning}: no classification head ('{HEAD_PREFIX}*') found to train")
+    return model
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    return [name for name, param in model.named_parameters() if param.requires_grad]

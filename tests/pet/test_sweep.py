@@ -1,0 +1,62 @@
+"""``model.tuning=lora`` with every attack and defense on the 2-layer model: each runs, or (EP, surgery)
+refuses in one line before any stage runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from bdrun.cli import CONF_DIR
+from bdrun.errors import BdrunError
+from bdrun.pipeline import WEIGHTS, parse_experiment, run
+from bdrun.tracking import NoTracker, TrackerConfig
+from tests.conftest import compose_config
+
+DEFENSES = sorted(p.stem for p in (CONF_DIR / "defense").glob("*.yaml"))
+EDITS_FROZEN_WEIGHTS = {"fine_pruning", "reinit"}  # these defenses deliberately change encoder weights
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")  # one clean and one poisoned model serve every defense
+
+
+@pytest.mark.parametrize("defense", DEFENSES)
+def test_every_defense_runs_on_a_lora_model(defense: str, cache: Path, tmp_path: Path) -> None:
+    exp = parse_experiment(compose_config(["model.tuning=lora", f"defense={defense}"], cache_dir=cache))
+    report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
+    assert 0 <= report["backdoored"]["asr"] <= 1
+    if defense == "none" or exp.defense.kind == "detector":
+        return
+    trainable = {n for n, p in exp_model_params(exp)}
+    purified = cache / "purify" / report["stages"]["purified"]["key"] / WEIGHTS
+    with safe_open(str(purified), framework="pt") as handle:
+        stored = set(handle.keys())
+    assert trainable <= stored  # PET and head tensors are always stored
+    if defense not in EDITS_FROZEN_WEIGHTS:
+        assert stored == trainable  # the frozen encoder came through the defense untouched
+
+
+def exp_model_params(exp):
+    from bdrun.models import load_pretrained
+
+    return [(n, p) for n, p in load_pretrained(exp.model, 2, exp.seed).named_parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("attack", ["badnets", "addsent", "gradient_control"])
+def test_data_poisoning_attacks_run_on_a_lora_model(attack: str, cache: Path, tmp_path: Path) -> None:
+    exp = parse_experiment(compose_config(["model.tuning=lora", f"attack={attack}"], cache_dir=cache))
+    report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
+    assert 0 <= report["backdoored"]["asr"] <= 1
+
+
+@pytest.mark.parametrize("tuning", ["lora", "adapter"])
+@pytest.mark.parametrize("attack", ["ep", "surgery"])
+def test_model_editing_attacks_refuse_pet_in_one_line(attack: str, tuning: str, tmp_path: Path) -> None:
+    exp = parse_experiment(compose_config([f"model.tuning={tuning}", f"attack={attack}"], cache_dir=tmp_path))
+    with pytest.raises(BdrunError, match=rf"attack={attack} edits frozen pre-trained weights") as raised:
+        run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "train").exists()  # refused before any stage ran
