@@ -70,7 +70,8 @@ class Experiment:
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
-    return Experiment(
+    """Every component, checked alone and together (this runs on the command line too, before any job)."""
+    exp = Experiment(
         model=parse_config(ModelConfig, cfg.model, "model"),
         dataset=parse_config(DatasetConfig, cfg.dataset, "dataset"),
         attack=ATTACKS.build(cfg.attack),
@@ -84,6 +85,13 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         federated=parse_config(FederatedConfig, cfg.federated, "federated"),
         clean=bool(cfg.get("clean", True)),
     )
+    check(
+        exp.federated.enabled or exp.defense.kind != "aggregator",
+        f"defense={exp.defense.config.name} is a federated aggregator; add federated=iid (or another "
+        "conf/federated/ setting)",
+    )
+    exp.attack.check_tuning(exp.model.tuning)  # EP and surgery edit frozen weights: no PET
+    return exp
 
 
 def check_label_indices(exp: Experiment, num_labels: int) -> None:
@@ -296,11 +304,6 @@ class Stages:
 def make_stages(exp: Experiment, splits: Splits) -> Stages:
     """Central training, or the federated setting's stages (bdrun/federated/stages.py) when one is chosen."""
     if not exp.federated.enabled:
-        check(
-            exp.defense.kind != "aggregator",
-            f"defense={exp.defense.config.name} is a federated aggregator; add federated=iid (or another "
-            "conf/federated/ setting)",
-        )
         return Stages(exp, splits)
     from bdrun.federated.stages import FederatedStages  # imports this module
 
@@ -319,7 +322,6 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     use_tf32(exp.device, exp.trainer.tf32)  # for evaluation too (train() sets it for training)
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
-    exp.attack.check_tuning(exp.model.tuning)
     exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
     exp.defense.check_data(splits, exp.seed)
     stages = make_stages(exp, splits)

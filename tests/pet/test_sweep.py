@@ -58,8 +58,7 @@ def test_data_poisoning_attacks_run_on_a_lora_model(attack: str, cache: Path, tm
 @pytest.mark.parametrize("tuning", ["lora", "adapter"])
 @pytest.mark.parametrize("attack", ["ep", "surgery"])
 def test_model_editing_attacks_refuse_pet_in_one_line(attack: str, tuning: str, tmp_path: Path) -> None:
-    exp = parse_experiment(compose_config([f"model.tuning={tuning}", f"attack={attack}"], cache_dir=tmp_path))
+    config = compose_config([f"model.tuning={tuning}", f"attack={attack}"], cache_dir=tmp_path)
     with pytest.raises(BdrunError, match=rf"attack={attack} edits frozen pre-trained weights") as raised:
-        run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
+        parse_experiment(config)  # the command line's preflight parses every job this way, before any runs
     assert "\n" not in str(raised.value)
-    assert not (tmp_path / "train").exists()  # refused before any stage ran
