@@ -36,7 +36,9 @@ def test_clean_false_without_an_attack_is_a_one_line_error(tmp_path: Path) -> No
 
 
 def test_clean_false_with_a_model_editing_attack_trains_but_does_not_evaluate_the_clean_model(tmp_path: Path) -> None:
-    cfg = compose_config(["clean=false", "attack=ep", "attack.epochs=1"], cache_dir=tmp_path / "cache")
+    cfg = compose_config(
+        ["clean=false", "attack=ep", "attack.epochs=1", "attack.max_steps=20"], cache_dir=tmp_path / "cache"
+    )
     report = run(parse_experiment(cfg), tmp_path / "run", NoTracker(TrackerConfig("none")))
     assert len(list((tmp_path / "cache" / "train").glob("*/meta.json"))) == 1  # EP's starting point
     assert len(list((tmp_path / "cache" / "evaluate").glob("*/meta.json"))) == 1  # the backdoored model only

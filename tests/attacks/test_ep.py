@@ -86,6 +86,7 @@ def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> Non
         free_samples=8,
         heldout_samples=8,
         min_steps=20,
+        max_steps=30,
         eval_every=5,
     )
     assert diagnostics["poisoned_samples"] == 8 and diagnostics["samples_fingerprint"]
@@ -96,7 +97,9 @@ def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> Non
 
 
 def test_sweep_over_triggers_trains_the_clean_model_once(tmp_path: Path) -> None:
-    result = run_cli(["-m", *TINY, SMALL, "attack=ep", "attack.trigger=cf,mn,bb"], tmp_path)
+    # attack.max_steps=40: this test is about the cache (one clean model for three triggers), not EP's budget
+    args = ["-m", *TINY, SMALL, "attack=ep", "attack.trigger=cf,mn,bb", "attack.max_steps=40"]
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stdout + result.stderr
     assert log.count("running train: clean fine-tuning") == 1
