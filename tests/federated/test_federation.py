@@ -104,9 +104,8 @@ def test_keys_share_the_clean_and_backdoored_federations_across_aggregators(tmp_
 
 
 def test_an_aggregator_without_a_federation_and_a_model_editing_attack_fail_in_one_line(tmp_path: Path) -> None:
-    exp = parse_experiment(compose_config(["defense=krum"], cache_dir=tmp_path))
-    with pytest.raises(BdrunError, match="federated=iid"):
-        make_stages(exp, load_splits(exp.dataset, exp.data_dir))
+    with pytest.raises(BdrunError, match="federated=iid"):  # parsing is what preflight runs, before any job
+        parse_experiment(compose_config(["defense=krum"], cache_dir=tmp_path))
     exp = parse_experiment(compose_config(["federated=iid", "attack=ep"], cache_dir=tmp_path))
     with pytest.raises(BdrunError, match="data-poisoning"):
         make_stages(exp, load_splits(exp.dataset, exp.data_dir))
