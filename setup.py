@@ -2,7 +2,7 @@
 
 The Hydra configs stay at the top of the repository (where users read and edit them), and a built wheel carries
 them as the package ``bdrun.conf`` (``package_dir`` maps it to ``conf/``), so ``pip install .`` gives a working
-``bdrun``. ``bdrun.paths.CONF_DIR`` finds the packaged copy first and falls back to the source tree.
+``bdrun``. ``bdrun.configs.CONF_DIR`` finds the packaged copy first and falls back to the source tree.
 """
 
 from setuptools import find_packages, setup
