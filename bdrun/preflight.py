@@ -44,8 +44,9 @@ SCHEMA_NODES = ("model", "dataset", "attack", "defense", "optimizer", "trainer",
 T = TypeVar("T")
 
 
-def one_line(err: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages, reduced to their meaningful lines joined on one line."""
+def condensed(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, reduced to their meaningful lines joined on one line (for
+    config errors; a failed job's status line is :func:`bdrun.results.one_line`)."""
     lines = []
     for raw in str(err).splitlines():
         line = raw.strip()
@@ -54,7 +55,7 @@ def one_line(err: BaseException) -> str:
         if line and not line.startswith(("full_key:", "object_type=", "reference_type=", "Set the environment")):
             lines.append(line.rstrip(".:"))
     if not lines and err.__cause__ is not None:
-        return one_line(err.__cause__)
+        return condensed(err.__cause__)
     return "; ".join(lines) or type(err).__name__
 
 
@@ -62,16 +63,16 @@ def hydra_call(function: Callable[..., T], *args: Any) -> T:
     try:
         return function(*args)
     except (HydraException, OmegaConfBaseException, ValueError) as err:  # Hydra raises ValueError for some input
-        raise BdrunError(one_line(err)) from None
+        raise BdrunError(condensed(err)) from None
     except yaml.YAMLError as err:  # a config file that is not valid YAML
-        raise BdrunError(f"a config file is not valid YAML: {one_line(err)}") from None
+        raise BdrunError(f"a config file is not valid YAML: {condensed(err)}") from None
 
 
 def parse_overrides(overrides: list[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as err:
-        raise BdrunError(f"cannot parse the override '{err.override}': {one_line(err)}") from None
+        raise BdrunError(f"cannot parse the override '{err.override}': {condensed(err)}") from None
 
 
 def override_values(override: Override) -> list[Any] | None:
@@ -167,7 +168,7 @@ def validate(cfg: DictConfig, declared: DictConfig) -> None:
         experiment = parse_experiment(cfg)
         TRACKERS.parse(cfg.logger)
     except OmegaConfBaseException as err:  # e.g. a node emptied by an override
-        raise BdrunError(f"bad config: {one_line(err)}") from None
+        raise BdrunError(f"bad config: {condensed(err)}") from None
     check_label_indices(experiment, experiment.dataset.num_labels)
 
 
