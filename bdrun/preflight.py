@@ -108,21 +108,43 @@ def check_group_choices(repo: Any, overrides: list[Override]) -> None:
 
 
 def job_overrides(overrides: list[Override], multirun: bool, raw: list[str]) -> Iterator[list[str]]:
-    """The override list of each job Hydra's basic sweeper will launch (just ``raw`` for a single run)."""
+    """The override list of each job Hydra's basic sweeper will launch (just ``raw`` for a single run).
+
+    As the basic sweeper does: one entry per key, a later override of a key replacing an earlier one in its place
+    (so the command line replaces a preset's ``hydra.sweeper.params``, which come first)."""
     if not multirun:
         yield raw
         return
-    per_key: list[list[str]] = []
+    per_key: dict[str, list[str]] = {}
     for override in overrides:
         values = override_values(override) if override.is_sweep_override() else [None]
         if values is None:  # interval sweep: check the default
-            continue
-        if override.is_sweep_override():
-            per_key.append([f"{override.get_key_element()}={value}" for value in values])
+            per_key.pop(override.get_key_element(), None)
+        elif override.is_sweep_override():
+            per_key[override.get_key_element()] = [f"{override.get_key_element()}={value}" for value in values]
         else:
-            per_key.append([override.input_line or ""])
-    for combination in itertools.islice(itertools.product(*per_key), MAX_JOBS_CHECKED):
+            per_key[override.get_key_element()] = [override.input_line or ""]
+    for combination in itertools.islice(itertools.product(*per_key.values()), MAX_JOBS_CHECKED):
         yield list(combination)
+
+
+def preset_sweep(loader: Any, config_name: str, overrides: list[Override], multirun: bool) -> list[Override]:
+    """The sweep a preset declares in ``hydra.sweeper.params`` (``conf/experiment/paper_*``), as overrides that
+    go before the command line's. Without ``-m`` Hydra would ignore it and run one job at the defaults, so a
+    swept key the command line leaves open is an error that says to add ``-m``."""
+    run_mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    cfg = hydra_call(loader.load_configuration, config_name, [o.input_line or "" for o in overrides], run_mode)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    given = {o.get_key_element() for o in overrides}
+    open_keys = [str(key) for key in params if key not in given]
+    if not multirun:
+        check(
+            not open_keys,
+            f"this preset is a sweep over {', '.join(open_keys)}: run it with bdrun -m, "
+            "or set those keys to run one of its jobs",
+        )
+        return []
+    return parse_overrides([f"{key}={params[key]}" for key in open_keys])
 
 
 def compose(loader: Any, config_name: str, overrides: list[str]) -> DictConfig:
@@ -172,25 +194,33 @@ def validate(cfg: DictConfig, declared: DictConfig) -> None:
     check_label_indices(experiment, experiment.dataset.num_labels)
 
 
-def preflight(argv: list[str]) -> None:
-    """Raise a one-line :class:`BdrunError` for the first problem in the command line, before any job runs."""
+def preflight(argv: list[str]) -> list[list[str]]:
+    """Raise a one-line :class:`BdrunError` for the first problem in the command line, before any job runs.
+
+    Returns the override list of each job checked (none for options that start no job)."""
     if "--version" in argv or any(arg.startswith("--experimental-rerun") for arg in argv):
-        return
+        return []
     args = parse_arguments(argv)
     modes = [flag for flag, on in MODES.items() if getattr(args, on)]
     check(len(modes) <= 1, f"{', '.join(modes)} cannot be combined; use one of them")
     if args.help or args.hydra_help or args.info or args.shell_completion:
-        return  # these start no job
+        return []  # these start no job
     config_name = args.config_name or CONFIG_NAME
     loader = config_loader(args)
     overrides = parse_overrides(args.overrides)
     repo = hydra_call(config_repository, loader, config_name, args.overrides)
     check_group_choices(repo, overrides)
+    if not args.cfg:
+        preset = preset_sweep(loader, config_name, overrides, args.multirun)
+        check_group_choices(repo, preset)
+        overrides = [*preset, *overrides]
     declared = compose(loader, config_name, [o.input_line or "" for o in overrides if is_search_path(o)])
-    for job in job_overrides(overrides, args.multirun, args.overrides):
+    jobs = list(job_overrides(overrides, args.multirun, args.overrides))
+    for job in jobs:
         cfg = compose(loader, config_name, job)
         if not args.cfg:  # --cfg prints the config and runs nothing: composing it is check enough
             validate(cfg, declared)
+    return jobs
 
 
 def is_search_path(override: Override) -> bool:

@@ -1,12 +1,12 @@
 """The federated benchmark: FedAvg against the robust aggregators, BadNets (cf) clients, SST-2, MiniLM-L6.
 
 ONE Hydra multirun over ``defense=<aggregators>``: the clean and the FedAvg-backdoored federations are trained
-once (the stage cache), then one federation per aggregator. The defaults are the table meant to run in about an
-hour on a 2-core CPU (``conf/experiment/federated_sst2_cpu.yaml``): 10 clients (IID), 2 malicious (20%) poisoning
-40% of their shard with BadNets (cf), 2,000 training samples (200 per client), 4 rounds of one local epoch,
-inputs cut at 64 tokens, per-round curves on 400 test samples.
+once (the stage cache), then one federation per aggregator. The defaults are the table sized for well under an
+hour on a 2-core CPU (``conf/experiment/federated_sst2_cpu.yaml``): 10 clients (IID), 1 malicious (10%) poisoning
+30% of its shard with BadNets (cf), 2,500 training samples (250 per client), 5 rounds of one local epoch,
+inputs cut at 64 tokens, length-bucketed local batches, per-round curves on 400 test samples.
 
-    BDRUN_CACHE_DIR=/work/bench-cache python scripts/bench_federated.py --out docs/results/federated.md
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_federated.py --out docs/results/federated.md
 
 Extra arguments after ``--`` go to the bdrun command; a tiny smoke version (minutes, not meaningful numbers):
 

