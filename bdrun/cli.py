@@ -7,6 +7,7 @@ checks every job's config before Hydra starts any; the configs are found as :mod
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bdrun.configs import CONF_DIR, CONFIG_NAME
 from bdrun.errors import BdrunError
@@ -26,6 +27,18 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def threads_per_job(n_jobs: object, cpus: int) -> int | None:
+    """CPU threads for each of ``n_jobs`` jobs that a launcher runs at once on one machine (joblib's ``n_jobs``;
+    -1 = one per core), or None to leave torch's default (one job at a time).
+
+    Each torch process uses every core by default; several of them on the same cores spin against each other
+    (measured here: a federated round took 15 minutes instead of 40 s with three 2-thread processes on 2 cores)."""
+    if not isinstance(n_jobs, int) or n_jobs in (0, 1):
+        return None
+    parallel = cpus if n_jobs < 0 else min(n_jobs, cpus)
+    return max(1, cpus // parallel)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float | None:
     # Heavy imports (torch, transformers) happen here, after Hydra has parsed the command line.
@@ -34,6 +47,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     print(f"run dir: {run_dir}", flush=True)
+    threads = threads_per_job(OmegaConf.select(HydraConfig.get(), "launcher.n_jobs"), os.cpu_count() or 1)
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:  # the user's own setting wins
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         experiment = parse_experiment(cfg)
         with open_tracker(cfg, run_dir, config_tags(cfg)) as tracker:

@@ -110,3 +110,13 @@ def test_wandb_offline_run_is_written_and_finished(tmp_path: Path, mode: str) ->
     runs = list((tmp_path / "outputs" / "runs").rglob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb"))
+
+
+def test_parallel_jobs_on_one_machine_share_its_cores() -> None:
+    from bdrun.cli import threads_per_job
+
+    assert threads_per_job(None, 16) is None  # basic launcher: one job at a time, torch's default
+    assert threads_per_job(1, 16) is None
+    assert threads_per_job(4, 16) == 4
+    assert threads_per_job(3, 2) == 1  # more jobs than cores: one thread each, never zero
+    assert threads_per_job(-1, 8) == 1  # joblib's -1: a job per core
