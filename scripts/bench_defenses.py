@@ -8,6 +8,8 @@ this benchmark (E-PUR's top suspects, unfinished cells) and writes it between th
 
     BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_defenses.py --out docs/results/defenses.md
 
+``--preset`` picks the setting (default ``sst2_cpu``: the full 6,920 training sentences, about an hour on two idle
+cores; ``cpu_sizes``: 2,000 sentences, one epoch, length-bucketed batches, about 30 minutes on one core).
 Extra arguments after ``--`` go to the bdrun command (e.g. ``-- dataset.max_samples.train=500``).
 """
 
@@ -25,7 +27,8 @@ from bdrun.report import build_report, to_markdown
 from bdrun.results import METRICS_FILE, find_jobs
 
 REPO = Path(__file__).resolve().parent.parent
-PRESET = ["experiment=sst2_cpu", "logger=none"]  # clean set: the defenses' default clean_size=0.05 (5%)
+# The setting (an experiment preset; --preset) and the defenders' clean set: the defaults' clean_size=0.05 (5%).
+PRESET = "sst2_cpu"
 ATTACKS = {"badnets_cf": "BadNets (`cf`)", "addsent": "AddSent", "ep": "EP (`cf`)"}  # attack choice: table label
 DEFENSES = [
     "none",
@@ -36,16 +39,20 @@ DEFENSES = [
     "fine_mixing_e_pur",
     "fine_purifying",
     "meft",
+    "meft_training",
 ]
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
-def multirun(attacks: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
+def multirun(
+    preset: str, attacks: list[str], defenses: list[str], sweep_dir: Path, extra: list[str]
+) -> tuple[list[str], float]:
     """One bdrun multirun over attacks × defenses; returns the command and its wall time. Failed jobs are listed
     by the sweep summary and marked n/a in the table."""
     sweep = [f"attack={','.join(attacks)}", f"defense={','.join(defenses)}"]
     # Relative to the repository (the command's working directory), so the recorded command names no machine.
-    args = ["-m", *PRESET, *sweep, f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}", *extra]
+    where = f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}"
+    args = ["-m", f"experiment={preset}", "logger=none", *sweep, where, *extra]
     started = time.time()
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -113,6 +120,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset of " + ",".join(ATTACKS))
     parser.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated subset of the defenses")
+    parser.add_argument("--preset", default=PRESET, help="the experiment preset that sets the sizes (default sst2_cpu)")
     parser.add_argument("--collect", type=Path, help="only tabulate the jobs already finished under this folder")
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
@@ -121,7 +129,7 @@ def main() -> None:
     attacks, defenses = args.attacks.split(","), args.defenses.split(",")
     commands = []
     if not args.collect:
-        command, seconds = multirun(attacks, defenses, root, args.extra)
+        command, seconds = multirun(args.preset, attacks, defenses, root, args.extra)
         commands.append(f"`{' '.join(command)}`  ({seconds / 60:.0f} min)")
     found = collect(root)
     results = {attack: found.get(attack, {}) for attack in attacks}
@@ -131,7 +139,8 @@ def main() -> None:
         if len(results[a]) < len(defenses)
     ]
 
-    lines = ["CACC / ASR in %, SST-2 test set, MiniLM-L6 (`experiment=sst2_cpu`), clean set = 5% of training.", ""]
+    setting = f"MiniLM-L6 (`experiment={args.preset}`), clean set = 5% of training"
+    lines = [f"CACC / ASR in %, SST-2 test set, {setting}.", ""]
     lines += table(root, attacks, defenses)
     if suspects := e_pur_suspects(results):
         lines += ["", "E-PUR top suspects (score, clean-set frequency):", *suspects]

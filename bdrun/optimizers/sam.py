@@ -20,7 +20,10 @@ habitually strong are perturbed less than their raw gradient would say, entries 
 gradients more, and a sudden gradient spike on one step no longer decides the whole perturbation (the running
 mean absorbs it). The alternative reading, a single radius scaled by the ratio of the running to the current
 gradient norm, has no bound when the gradient vanishes; we chose the per-entry form because it keeps ‖ε‖ = ρ.
-The running mean is optimizer state and is saved with checkpoints.
+The running mean is optimizer state and is saved with checkpoints. A third search (2026-12-01, 33 queries over
+the pages, docs, code and issue corpora) found the paper's LaTeX stored only up to its introduction, and one
+third-party summary saying the method ascends in several steps; our ascent is a single step, a second point
+where it may differ from the paper.
 
 Both perturb every trainable parameter with one global norm (the usual SAM choice). The inner AdamW keeps
 its decoupled weight decay.
