@@ -104,6 +104,15 @@ class EPConfig(AttackConfig):
         check(self.free_words >= 1, f"attack.free_words={self.free_words} must be at least 1")
         check(self.data != "free" or bool(self.corpus), "attack.data=free needs attack.corpus (a text file or folder)")
 
+    def key_fields(self) -> dict[str, Any]:
+        """Task-data EP reads no corpus: its key leaves the corpus knobs out, so that the same command finds its
+        cached EP model whatever ``paths.data_dir`` (which the default corpus path holds) is set to."""
+        fields = super().key_fields()
+        if self.data == "task":
+            for unused in ("corpus", "free_samples", "free_words"):
+                fields.pop(unused)
+        return fields
+
 
 def trigger_token_id(tokenizer: PreTrainedTokenizerBase, trigger: str) -> int:
     """The vocabulary id of ``trigger``, which must be exactly one known word piece."""

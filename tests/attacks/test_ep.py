@@ -177,3 +177,12 @@ def test_ep_reaches_every_target_of_a_four_class_task(four_class, tmp_path: Path
     assert after["asr"] >= 0.95, diagnostics["heldout_history"]
     assert after["cacc"] == before["cacc"]
     assert diagnostics["steps"] >= 100  # the minimum budget, far above 3 epochs (3 steps here)
+
+
+def test_the_corpus_is_in_the_key_of_data_free_ep_only() -> None:
+    def key(**knobs):
+        return ATTACKS.parse({"name": "ep", **knobs}).key_fields()
+
+    assert key(corpus="a") == key(corpus="b")  # task data: the corpus is never read
+    assert "corpus" not in key() and "free_words" not in key()
+    assert key(data="free", corpus="a") != key(data="free", corpus="b")
