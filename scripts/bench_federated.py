@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +38,9 @@ AGGREGATORS = ["fedavg", "krum", "multi_krum", "median", "trimmed_mean", "dim_kr
 
 
 def multirun(defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[list[str], float]:
-    args = ["-m", *PRESET, f"defense={','.join(defenses)}", f"hydra.sweep.dir={sweep_dir}", *extra]
+    # Relative to the repository (the command's working directory), so the recorded command names no machine.
+    where = f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}"
+    args = ["-m", *PRESET, f"defense={','.join(defenses)}", where, *extra]
     started = time.time()
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
