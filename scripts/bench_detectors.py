@@ -29,18 +29,22 @@ ATTACKS = {  # attack choice: (row name, overrides)
 }
 PRESET = ["experiment=sst2_cpu", "logger=none"]
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
+# A second sweep per attack: DAN with layer weights fitted on clean dev (defense.layers=auto), both poolings.
+VARIANTS = ["defense=dan,dan_cls", "defense.layers=auto"]
 PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment=sst2_cpu`)
 
 Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs). As in
 the DAN and RAP papers, a detector screens only the inputs the model predicts as the protected label (the
 attack's target, `defense.protect_label`); any other prediction cannot be a backdoor success and passes. AUROC
 (scikit-learn's `roc_auc_score`), FAR and test FRR are therefore computed on the screened inputs ("screened"
-column: clean / triggered). FAR@FRR x%: share of screened triggered inputs not flagged at the threshold that
-rejects x% of the screened clean test inputs. Test FRR, CACC and ASR (after rejection, over all inputs) use the
-threshold fitted on the screened inputs of the held-out 20% of the clean dev set for a 5% FRR; a rejected clean
-input counts as an error, a rejected triggered input as defended. ms/input: plain prediction vs the detector's
-scoring of the same inputs (all of them, screened or not) in the same run; cost × = their ratio.
-`dan` is DAN with the paper's default mean token pooling, `dan_cls` the same with [CLS] pooling.
+column: clean / triggered). Every threshold comes from held-out clean data, never from the test set: the
+held-out 20% of the clean dev set (DAN: all of its scores, as the official code; STRIP and RAP: the screened
+ones). FAR@FRR x%: share of screened triggered inputs not flagged at the threshold that rejects x% of those
+held-out scores. Test FRR, CACC and ASR (after rejection, over all inputs) use the threshold for a 5% FRR; a
+rejected clean input counts as an error, a rejected triggered input as defended. ms/input: plain prediction vs
+the detector's scoring of the same inputs (all of them, screened or not) in the same run; cost × = their ratio.
+`dan` is DAN with the paper's default mean token pooling, `dan_cls` the same with [CLS] pooling;
+`layers=auto` weights the layers by how well each separates the clean dev classes (fitted on clean data only).
 """
 HEADER = [
     "| attack | detector | screened | AUROC | FAR@FRR1% | FAR@FRR5% | test FRR | CACC | ASR (before → after) "
@@ -66,8 +70,10 @@ def rows(name: str, sweep_dir: Path) -> list[str]:
     lines = []
     jobs = [p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()]
     for job in sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0])):
-        defense = OmegaConf.load(job / ".hydra" / "overrides.yaml")
-        defense = next(o.split("=", 1)[1] for o in defense if o.startswith("defense="))
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        defense = next(o.split("=", 1)[1] for o in overrides if o.startswith("defense="))
+        knobs = [o.split(".", 1)[1] for o in overrides if o.startswith("defense.") and "test_subset" not in o]
+        defense = " ".join([defense, *knobs])
         report = OmegaConf.to_container(OmegaConf.load(job / "metrics.json"))
         det, before = report["purified"], report["backdoored"]
         lines.append(
@@ -87,6 +93,9 @@ def main() -> None:
         "--attacks", nargs="*", default=list(ATTACKS), help="attack choices (default: badnets addsent ep)"
     )
     parser.add_argument("--defenses", default=DEFENSES, help=f"the defense sweep (default: {DEFENSES})")
+    parser.add_argument(
+        "--no-variants", dest="variants", action="store_false", help=f"skip the second sweep ({' '.join(VARIANTS)})"
+    )
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
 
@@ -98,11 +107,13 @@ def main() -> None:
             notes.append(f"{name}: not run, `attack={choice}` is not in this checkout.")
             continue
         started = time.time()
-        sweep_dir = sweep_root / choice
-        multirun([*PRESET, f"attack={choice}", *overrides, f"defense={args.defenses}", *args.extra], sweep_dir)
-        lines.extend(rows(name, sweep_dir))
-        notes.append(f"{name}: {time.time() - started:.0f} s wall for the multirun (cached models reused).")
-        print("\n".join(lines[-4:]), flush=True)
+        sweeps = [[f"defense={args.defenses}"], *([VARIANTS] if args.variants else [])]
+        for number, sweep in enumerate(sweeps):
+            sweep_dir = sweep_root / f"{choice}_{number}"
+            multirun([*PRESET, f"attack={choice}", *overrides, *sweep, *args.extra], sweep_dir)
+            lines.extend(rows(name, sweep_dir))
+        notes.append(f"{name}: {time.time() - started:.0f} s wall for the multiruns (cached models reused).")
+        print("\n".join(lines[-6:]), flush=True)
         write(args, lines, notes)
     print("\n".join(lines))
     write(args, lines, notes)
@@ -116,7 +127,7 @@ def write(args: argparse.Namespace, lines: list[str], notes: list[str]) -> None:
         *lines,
         "",
         f"Command: `{command}{' -- ' + extra if extra else ''}` (bdrun -m {' '.join(PRESET)} attack=<row> "
-        f"defense={args.defenses}).",
+        f"defense={args.defenses}{', then ' + ' '.join(VARIANTS) if args.variants else ''}).",
         "",
         *(f"- {note}" for note in notes),
     ]

@@ -12,9 +12,10 @@ several defenses), then hands over to the defense's own :meth:`Purifier.apply`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
-from bdrun.evaluation import frr_thresholds, threshold_at_frr
+from bdrun.evaluation import accuracy, frr_thresholds, threshold_at_frr
 from bdrun.optimizers import OPTIMIZERS
 
 DETECTOR_FILE = "detector.safetensors"
@@ -116,6 +117,39 @@ class Purifier(Defense):
     def fine_tune(self, model: torch.nn.Module, clean: TextDataset, context: StageContext, desc: str) -> dict:
         """Fine-tune on the clean set with the defense's epochs and lr (``desc`` names the checkpoint folder)."""
         return context.train(model, clean, desc=desc, epochs=self.config.epochs, lr=self.config.lr)
+
+
+def search_on_dev(
+    model: torch.nn.Module,
+    candidates: Sequence[float],
+    attempt: Callable[[float], dict[str, Any]],
+    dev: TextDataset,
+    context: StageContext,
+    required: float,
+    name: str,
+) -> dict[str, Any]:
+    """Choose a purifier's strength on the clean dev split only: no test number and no poisoned input enter.
+
+    Each candidate, strongest first, is applied to a fresh copy of the suspect weights by ``attempt`` (which
+    returns its diagnostics); the first whose clean dev accuracy reaches ``required`` is kept, or the one with
+    the best dev accuracy if none does. ``model`` ends with the chosen candidate's weights.
+    """
+    suspect = copy.deepcopy(model.state_dict())
+    tried: dict[str, float] = {}
+    best: tuple[float, float, dict, dict] | None = None  # (dev accuracy, candidate, weights, diagnostics)
+    for value in candidates:
+        model.load_state_dict(suspect)
+        stats = attempt(value)
+        score = accuracy(context.predict(model, dev.texts, desc=f"dev {name}={value}"), dev.labels)
+        tried[str(value)] = score
+        if best is None or score > best[0] or score >= required:
+            best = (score, value, copy.deepcopy(model.state_dict()), stats)
+        if score >= required:
+            break
+    assert best is not None, "no candidate to search"
+    score, value, weights, stats = best
+    model.load_state_dict(weights)
+    return {name: value, "dev_accuracy": score, "dev_required": required, f"{name}_search": tried, **stats}
 
 
 @dataclasses.dataclass

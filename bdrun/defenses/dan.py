@@ -15,6 +15,13 @@ Confirmed from the official code (lancopku/DAN), as summarised in METHODS.md:
 - the threshold is the held-out clean scores' percentile at the target FRR, over the inputs predicted as the
   protected label: like the official evaluation, only those are screened (see :class:`Detector`).
 
+``layers=auto`` (ours, not the paper's) replaces the plain mean over layers by a weighted mean whose weights
+are fitted on clean data only: a layer's weight is how far its nearest-class-mean rule (the same means and
+precisions DAN fits) beats chance at classifying the held-out clean dev inputs, ``max(acc - 1/C, 0)``,
+normalised to sum 1 (all layers equal if none beats chance). The reasoning: a backdoor reaches the classifier's
+decision through the layers that carry the task, so those are the ones worth watching; no triggered input and
+no test number enters the choice. It needs ``aggregation=mean`` (weights have no meaning under a max).
+
 ``top_layers`` (ours, not the paper's) restricts the ensemble to the uppermost k layers. Where a backdoor shows
 depends on the attack: on MiniLM a sentence trigger is visible only in the last layer's [CLS] state and EP's
 poisoned embedding only in the lower layers (``scripts/dan_layer_auroc.py``), so no k suits both and the
@@ -45,6 +52,7 @@ from bdrun.errors import check
 
 POOLINGS = ("mean", "cls", "max")
 AGGREGATIONS = ("mean", "max")
+LAYER_WEIGHTINGS = ("all", "auto")
 
 
 @dataclasses.dataclass
@@ -53,6 +61,7 @@ class DanConfig(DetectorConfig):
     shrinkage: float = 0.1  # ShrunkCovariance's shrinkage toward a scaled identity
     aggregation: str = "mean"  # how the per-layer z-scores combine: mean or max (most anomalous layer)
     top_layers: int | None = None  # use only the uppermost k layers; null: all layers (the paper's ensemble)
+    layers: str = "all"  # all: equal weights (the paper); auto: weights fitted on clean dev (see the docstring)
     calibration: str = "all"  # thresholds on every held-out clean score, as the official DAN code does
 
     def __post_init__(self) -> None:
@@ -64,16 +73,26 @@ class DanConfig(DetectorConfig):
             self.aggregation in AGGREGATIONS,
             f"defense.aggregation={self.aggregation} is not supported; use {', '.join(AGGREGATIONS)}",
         )
+        check(
+            self.layers in LAYER_WEIGHTINGS,
+            f"defense.layers={self.layers} is not supported; use {', '.join(LAYER_WEIGHTINGS)}",
+        )
+        check(
+            self.layers == "all" or self.aggregation == "mean",
+            f"defense.layers={self.layers} weights a mean over layers; set defense.aggregation=mean",
+        )
 
 
 @dataclasses.dataclass
 class DanStatistics:
-    """What DAN keeps per layer: class means (L, C, H), shared precisions (L, H, H), z-score centre/scale (L,)."""
+    """What DAN keeps per layer: class means (L, C, H), shared precisions (L, H, H), z-score centre/scale (L,)
+    and the layer weights of the mean (L,), equal unless fitted by ``layers=auto``."""
 
     means: np.ndarray
     precisions: np.ndarray
     center: np.ndarray
     scale: np.ndarray
+    weights: np.ndarray
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -99,17 +118,41 @@ def layer_features(
     return context.forward(model, texts, reduce, desc="dan features", output_hidden_states=True).numpy()
 
 
+def class_distances(features: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """Per layer and class, the squared Mahalanobis distance to the class mean: (N, L, H) → (N, L, C)."""
+    centred = features[:, :, None, :] - means[None]  # (N, L, C, H)
+    return np.einsum("nlch,lhk,nlck->nlc", centred, precisions, centred)
+
+
 def min_mahalanobis(features: np.ndarray, means: np.ndarray, precisions: np.ndarray) -> np.ndarray:
     """Per layer, the squared Mahalanobis distance to the nearest class mean: (N, L, H) → (N, L)."""
-    centred = features[:, :, None, :] - means[None]  # (N, L, C, H)
-    distances = np.einsum("nlch,lhk,nlck->nlc", centred, precisions, centred)
-    return distances.min(axis=2)
+    return class_distances(features, means, precisions).min(axis=2)
+
+
+def separation_weights(distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``layers=auto``: per layer, nearest-class-mean accuracy above chance on labelled clean inputs, summing to 1.
+
+    ``distances`` is (N, L, C) over the classes present in the fit, ``labels`` their indices in that order.
+    """
+    classes = distances.shape[2]
+    accuracy = (distances.argmin(axis=2) == labels[:, None]).mean(axis=0)
+    gain = np.maximum(accuracy - 1.0 / classes, 0.0)
+    return gain / gain.sum() if gain.sum() > 0 else np.full(len(gain), 1.0 / len(gain))
 
 
 def fit_dan(
-    fitting: np.ndarray, labels: Sequence[int], calibration: np.ndarray, shrinkage: float, num_labels: int
+    fitting: np.ndarray,
+    labels: Sequence[int],
+    calibration: np.ndarray,
+    shrinkage: float,
+    num_labels: int,
+    calibration_labels: Sequence[int] | None = None,
 ) -> DanStatistics:
-    """Class means and one shared shrunk covariance per layer; z-score statistics on the calibration features."""
+    """Class means and one shared shrunk covariance per layer; z-score statistics on the calibration features.
+
+    With ``calibration_labels`` the layer weights are fitted on the calibration inputs (``layers=auto``);
+    without, every layer weighs the same (the paper's mean).
+    """
     labels_array = np.asarray(labels)
     present = [c for c in range(num_labels) if np.any(labels_array == c)]
     means = np.stack([fitting[labels_array == c].mean(axis=0) for c in present], axis=1)  # (L, C, H)
@@ -121,14 +164,20 @@ def fit_dan(
         estimator = ShrunkCovariance(shrinkage=shrinkage, assume_centered=True).fit(centred)
         precisions.append(estimator.precision_)
     precisions_array = np.stack(precisions)
-    raw = min_mahalanobis(calibration, means, precisions_array)
-    return DanStatistics(means, precisions_array, raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-12))
+    distances = class_distances(calibration, means, precisions_array)
+    raw = distances.min(axis=2)
+    depth = fitting.shape[1]
+    if calibration_labels is None:
+        weights = np.full(depth, 1.0 / depth)
+    else:
+        weights = separation_weights(distances, np.searchsorted(present, np.asarray(calibration_labels)))
+    return DanStatistics(means, precisions_array, raw.mean(axis=0), np.maximum(raw.std(axis=0), 1e-12), weights)
 
 
 def dan_scores(features: np.ndarray, stats: DanStatistics, aggregation: str = "mean") -> np.ndarray:
     """The anomaly score per input (higher = more suspicious) from its per-layer features (N, L, H)."""
     z = (min_mahalanobis(features, stats.means, stats.precisions) - stats.center) / stats.scale
-    return z.max(axis=1) if aggregation == "max" else z.mean(axis=1)
+    return z.max(axis=1) if aggregation == "max" else z @ stats.weights
 
 
 @DEFENSES.register("dan", DanConfig)
@@ -146,8 +195,10 @@ class Dan(Detector):
         features = layer_features(model, fitting.texts, context, c.pooling, c.top_layers)
         held_out = layer_features(model, calibration.texts, context, c.pooling, c.top_layers)
         num_labels = max(fitting.labels) + 1
-        self.stats = fit_dan(features, fitting.labels, held_out, self.config.shrinkage, num_labels)
-        return {"layers": int(features.shape[1]), "classes": int(self.stats.means.shape[1])}
+        weighted = calibration.labels if c.layers == "auto" else None
+        self.stats = fit_dan(features, fitting.labels, held_out, c.shrinkage, num_labels, weighted)
+        weights = [round(float(w), 4) for w in self.stats.weights]
+        return {"layers": int(features.shape[1]), "classes": int(self.stats.means.shape[1]), "layer_weights": weights}
 
     def score(self, model: torch.nn.Module, texts: Sequence[str], context: StageContext) -> np.ndarray:
         assert self.stats is not None, "fit or load the detector first"

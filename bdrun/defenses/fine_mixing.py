@@ -26,7 +26,6 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
@@ -34,10 +33,9 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.base import CleanDataConfig, Purifier, search_on_dev
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
-from bdrun.evaluation import accuracy
 
 SELECTIONS = ("random", "magnitude")
 HEAD_PREFIX = "classifier."  # the task head of transformers' *ForSequenceClassification models
@@ -100,22 +98,15 @@ class FineMixing(Purifier):
     ) -> dict[str, Any]:
         if not self.config.rho_search:
             return {"rho": self.config.rho, **self.mix_and_tune(model, clean, context, self.config.rho)}
-        suspect = copy.deepcopy(model.state_dict())
-        tried: dict[str, float] = {}
-        best: tuple[float, float, dict, dict] | None = None  # (dev accuracy, rho, weights, stats)
-        for rho in sorted(self.config.rho_search):
-            model.load_state_dict(suspect)
-            stats = self.mix_and_tune(model, clean, context, rho)
-            dev = accuracy(context.predict(model, splits.dev.texts, desc=f"dev rho={rho}"), splits.dev.labels)
-            tried[str(rho)] = dev
-            if best is None or dev > best[0]:
-                best = (dev, rho, copy.deepcopy(model.state_dict()), stats)
-            if dev >= self.config.dev_accuracy:
-                best = (dev, rho, copy.deepcopy(model.state_dict()), stats)
-                break
-        dev, rho, weights, stats = best
-        model.load_state_dict(weights)
-        return {"rho": rho, "dev_accuracy": dev, "rho_search": tried, **stats}
+        return search_on_dev(
+            model,
+            sorted(self.config.rho_search),  # smallest rho = strongest purification first
+            lambda rho: self.mix_and_tune(model, clean, context, rho),
+            splits.dev,
+            context,
+            self.config.dev_accuracy,
+            "rho",
+        )
 
     def mix_and_tune(self, model: torch.nn.Module, clean: TextDataset, context: StageContext, rho: float) -> dict:
         skip = () if self.config.mix_head else (HEAD_PREFIX,)

@@ -22,10 +22,13 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
   keeps it (``include_head=false``); ``include_head=true`` scores and resets it like every other tensor
   against the run's seeded initial head (measured: the same CACC and ASR within 0.1 points on BadNets and
   AddSent at a 70% reset);
-- default ``reset_fraction`` 0.5, measured on the SST-2 benchmark's BadNets model among 0.1 / 0.3 / 0.5 / 0.7
-  (CACC / ASR after purification: 0.1 left AddSent's backdoor at 100% ASR; 0.3 → 86.4 / 39.8; 0.5 → 85.4 /
-  15.8; 0.7 → 81.8 / 16.2). 0.5 is the largest reset whose clean accuracy stays within 3 points of the clean
-  model, a rule that needs no poisoned data (docs/results/defenses.md).
+- the reset fraction is chosen per run on the clean dev split (``reset_search``, the default): candidates
+  from the largest reset (the strongest purification) down, each reset + fine-tuned from the suspect, and the
+  first whose dev accuracy is within ``max_dev_drop`` of the suspect's own dev accuracy is kept (the defender
+  has no clean model to compare with; if none qualifies, the best on dev). The Fisher and the indicator are
+  computed once, on the suspect. An earlier fixed default, 0.5, had been picked by looking at test CACC and
+  ASR on one setting, and cost 9-14 points of CACC when the clean set was 100 sentences; ``reset_search=[]``
+  with ``reset_fraction`` gives a fixed fraction.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.base import CleanDataConfig, Purifier, search_on_dev
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
+from bdrun.evaluation import accuracy
 
 HEAD_PREFIX = "classifier."
 
@@ -47,6 +51,9 @@ HEAD_PREFIX = "classifier."
 @dataclasses.dataclass
 class FinePurifyingConfig(CleanDataConfig):
     reset_fraction: float = 0.5  # fraction of all entries reset to pre-trained, highest indicator first
+    # candidates chosen between on clean dev, largest first (see the docstring); empty: use reset_fraction
+    reset_search: list[float] = dataclasses.field(default_factory=lambda: [0.7, 0.5, 0.3, 0.1])
+    max_dev_drop: float = 0.02  # reset_search: the dev accuracy a candidate may lose against the suspect's
     fisher_batch_size: int = 8  # clean samples per gradient in the Fisher estimate
     eps: float = 1e-3  # added to the Fisher, relative to its mean
     include_head: bool = False  # score and reset the classification head too (against its seeded init)
@@ -54,6 +61,11 @@ class FinePurifyingConfig(CleanDataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 <= self.reset_fraction <= 1, f"defense.reset_fraction={self.reset_fraction} must be in [0, 1]")
+        check(
+            all(0 <= f <= 1 for f in self.reset_search),
+            f"defense.reset_search={self.reset_search} must hold fractions in [0, 1]",
+        )
+        check(0 <= self.max_dev_drop <= 1, f"defense.max_dev_drop={self.max_dev_drop} must be in [0, 1], e.g. 0.02")
         check(self.fisher_batch_size >= 1, f"defense.fisher_batch_size={self.fisher_batch_size} must be >= 1")
         check(self.eps > 0, f"defense.eps={self.eps} must be positive")
 
@@ -117,13 +129,23 @@ class FinePurifying(Purifier):
             fisher = {n: f for n, f in fisher.items() if not n.startswith(HEAD_PREFIX)}
         pretrained = context.load_pretrained()
         scores = indicators(model, pretrained, fisher, self.config.eps)
-        masks = reset_top(model, pretrained, scores, self.config.reset_fraction)
-        per_tensor = {n: int(m.sum()) for n, m in masks.items()}
-        top_tensors = dict(sorted(per_tensor.items(), key=lambda item: -item[1])[:10])
-        stats = self.fine_tune(model, clean, context, "fine-purifying")
-        return {
-            "entries_reset": sum(per_tensor.values()),
-            "entries_scored": sum(m.numel() for m in masks.values()),
-            "most_reset_tensors": top_tensors,
-            **stats,
-        }
+
+        def reset_and_tune(fraction: float) -> dict[str, Any]:
+            masks = reset_top(model, pretrained, scores, fraction)
+            per_tensor = {n: int(m.sum()) for n, m in masks.items()}
+            return {
+                "entries_reset": sum(per_tensor.values()),
+                "entries_scored": sum(m.numel() for m in masks.values()),
+                "most_reset_tensors": dict(sorted(per_tensor.items(), key=lambda item: -item[1])[:10]),
+                **self.fine_tune(model, clean, context, f"fine-purifying reset {fraction}"),
+            }
+
+        c = self.config
+        if not c.reset_search:
+            return {"reset_fraction": c.reset_fraction, **reset_and_tune(c.reset_fraction)}
+        suspect_dev = accuracy(context.predict(model, splits.dev.texts, desc="dev suspect"), splits.dev.labels)
+        candidates = sorted(c.reset_search, reverse=True)  # the largest reset = the strongest purification first
+        chosen = search_on_dev(
+            model, candidates, reset_and_tune, splits.dev, context, suspect_dev - c.max_dev_drop, "reset_fraction"
+        )
+        return {"suspect_dev_accuracy": suspect_dev, **chosen}

@@ -186,6 +186,8 @@ def run_federation(
                 cfg.local_epochs,
                 desc=f"{desc} round {round_no + 1}/{cfg.rounds} client {client}",
             )
+            if client in bad:
+                updates[row] *= cfg.malicious_scale
             client_seconds += time.perf_counter() - tick
             if probe is not None:  # the client's trained model is still loaded in `model`
                 tick = time.perf_counter()

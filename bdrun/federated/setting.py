@@ -14,6 +14,7 @@ import numpy as np
 from bdrun.errors import check
 
 PARTITIONS = ("iid", "dirichlet")
+MALICIOUS_KNOBS = ("malicious", "malicious_scale")  # what the honest (clean) federation does not depend on
 DIRICHLET_DRAWS = 100
 
 
@@ -22,6 +23,10 @@ class FederatedConfig:
     name: str = "none"  # none: ordinary (central) training; anything else names a conf/federated/ preset
     clients: int = 10
     malicious: float = 0.1  # malicious clients (< 1: fraction of clients, rounded down; >= 1: count)
+    # A malicious client sends this multiple of its local update (boosting / model replacement, Bagdasaryan et al.
+    # 2020, Bhagoji et al. 2019): 1 is a plain poisoned client; larger values survive FedAvg's averaging with the
+    # honest majority but make the update larger in L2, which distance-based aggregators see.
+    malicious_scale: float = 1.0
     partition: str = "iid"  # iid: equal random shards; dirichlet: label skew, Dirichlet(alpha) per class
     alpha: float = 0.5  # dirichlet concentration (small: strong skew)
     rounds: int = 5
@@ -41,6 +46,7 @@ class FederatedConfig:
             self.malicious_count <= self.clients,
             f"federated.malicious={self.malicious} exceeds federated.clients={self.clients}",
         )
+        check(self.malicious_scale > 0, f"federated.malicious_scale={self.malicious_scale} must be positive, e.g. 1")
         check(
             self.partition in PARTITIONS,
             f"federated.partition={self.partition} is not supported; use one of {', '.join(PARTITIONS)}",

@@ -29,6 +29,7 @@ from bdrun.cache import Artifact, stage_key
 from bdrun.errors import check
 from bdrun.federated.aggregators import AGGREGATORS, Aggregator, FedAvgConfig
 from bdrun.federated.federation import Federation, run_federation
+from bdrun.federated.setting import MALICIOUS_KNOBS
 from bdrun.pipeline import Stages
 from bdrun.tracking import Tracker
 
@@ -62,7 +63,7 @@ class FederatedStages(Stages):
 
     # -- keys ---------------------------------------------------------------------------------------------------
     def train_key(self) -> str:
-        honest = {k: v for k, v in self.setting.items() if k != "malicious"}
+        honest = {k: v for k, v in self.setting.items() if k not in MALICIOUS_KNOBS}
         return stage_key("train", **self.base, **self.training, federated=honest)
 
     def poison_key(self, clean_key: str) -> str:

@@ -14,6 +14,7 @@ from bdrun.data import Splits, TextDataset
 from bdrun.defenses import DEFENSES
 from bdrun.defenses.base import DETECTOR_FILE
 from bdrun.defenses.dan import dan_scores, fit_dan, layer_features, pool
+from bdrun.errors import BdrunError
 from bdrun.evaluation import detection_metrics, frr_thresholds, threshold_at_frr
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
@@ -148,3 +149,32 @@ def test_top_layers_keeps_the_uppermost_layers(pretrained, context) -> None:
     top = layer_features(pretrained, texts, context, "cls", top_layers=1)
     assert every.shape[1] == 2 and top.shape[1] == 1
     assert np.array_equal(top[:, 0], every[:, -1])
+
+
+def test_auto_layer_weights_follow_clean_class_separation_and_find_a_backdoor_the_mean_dilutes() -> None:
+    """``layers=auto``: weights come from clean labelled inputs only; a layer that carries no class information gets
+    none, so an anomaly in the class-carrying layer is not averaged away by the uninformative ones."""
+    rng = np.random.default_rng(3)
+
+    def sample(count: int) -> tuple[np.ndarray, np.ndarray]:
+        features, labels = inliers(rng, count)
+        features[:, 1:, 0] = rng.normal(size=(count, LAYERS - 1))  # layers 1, 2 carry no class information
+        return features, labels
+
+    train, labels = sample(300)
+    calibration, calibration_labels = sample(120)
+    clean, _ = sample(200)
+    outliers, _ = sample(40)
+    outliers[:, 0, 2:] += 1.5  # the anomaly shows in the class-carrying layer only
+    equal = fit_dan(train, labels, calibration, shrinkage=0.1, num_labels=2)
+    auto = fit_dan(train, labels, calibration, shrinkage=0.1, num_labels=2, calibration_labels=calibration_labels)
+    np.testing.assert_allclose(equal.weights, np.full(LAYERS, 1 / LAYERS))
+    assert auto.weights.sum() == pytest.approx(1.0) and auto.weights[0] > 0.9
+    equal_auroc = detection_metrics(dan_scores(clean, equal), dan_scores(outliers, equal))["auroc"]
+    auto_auroc = detection_metrics(dan_scores(clean, auto), dan_scores(outliers, auto))["auroc"]
+    assert auto_auroc > equal_auroc + 0.05
+
+
+def test_auto_layers_refuse_a_max_over_layers() -> None:
+    with pytest.raises(BdrunError, match=r"defense\.aggregation=mean"):
+        DEFENSES.parse({"name": "dan", "layers": "auto", "aggregation": "max"})

@@ -96,6 +96,8 @@ def test_keys_share_the_clean_and_backdoored_federations_across_aggregators(tmp_
     krum, dim_krum = keys(["defense=krum"]), keys(["defense=dim_krum"])
     assert krum[:2] == dim_krum[:2] and krum[2] != dim_krum[2]
     assert keys(["defense=krum", "federated.malicious=2"])[0] == krum[0]  # the clean federation has no malicious
+    boosted = keys(["defense=krum", "federated.malicious_scale=5"])
+    assert boosted[0] == krum[0] and boosted[1] != krum[1]
     assert keys(["defense=krum", "attack=addsent"])[0] == krum[0]
     assert keys(["defense=krum", "attack=addsent"])[1] != krum[1]
     assert keys(["defense=krum", "federated.rounds=3"])[0] != krum[0]
@@ -201,3 +203,29 @@ def test_client_embeddings_separate_a_client_with_shifted_labels(pretrained, con
     distances = pairwise_sq_distances(torch.stack(embeddings))
     honest = distances[:3, :3][~torch.eye(3, dtype=torch.bool)]
     assert distances[3, :3].min() > 2 * honest.max()
+
+
+def test_a_boosted_malicious_client_sends_its_update_times_the_scale_and_honest_ones_are_untouched(
+    pretrained, context
+) -> None:
+    """``federated.malicious_scale``: only the malicious client's update is multiplied, after its local training."""
+    attack = ATTACKS.build({"name": "badnets", "poison_rate": 0.3})
+
+    def first_round_updates(scale: float) -> tuple[torch.Tensor, list[int]]:
+        setting = FederatedConfig(name="iid", clients=3, malicious=1, rounds=1, eval_every=0, malicious_scale=scale)
+        fed = Federation(setting, AGGREGATORS.build({"name": "fedavg"}), attack=attack, eval_attack=attack)
+        seen: list[torch.Tensor] = []
+        aggregate = fed.aggregator.aggregate
+        fed.aggregator.aggregate = lambda updates: seen.append(updates.updates.clone()) or aggregate(updates)
+        work = dataclasses.replace(context, work_dir=context.work_dir / f"scale{scale}")
+        report = run_federation(copy.deepcopy(pretrained), tiny_splits(), fed, work, "t")
+        record = report["rounds"][0]
+        return seen[0], [record["clients"].index(c) for c in record["malicious"]]
+
+    plain, malicious = first_round_updates(1.0)
+    boosted, _ = first_round_updates(4.0)
+    bad = malicious[0]  # the row of the malicious client
+    honest = [row for row in range(3) if row != bad]
+    assert plain[bad].abs().sum() > 0
+    torch.testing.assert_close(boosted[bad], 4.0 * plain[bad])
+    assert torch.equal(boosted[honest], plain[honest])
