@@ -125,16 +125,19 @@ def search_on_dev(
     attempt: Callable[[float], dict[str, Any]],
     dev: TextDataset,
     context: StageContext,
-    required: float,
+    max_drop: float,
     name: str,
 ) -> dict[str, Any]:
     """Choose a purifier's strength on the clean dev split only: no test number and no poisoned input enter.
 
-    Each candidate, strongest first, is applied to a fresh copy of the suspect weights by ``attempt`` (which
-    returns its diagnostics); the first whose clean dev accuracy reaches ``required`` is kept, or the one with
-    the best dev accuracy if none does. ``model`` ends with the chosen candidate's weights.
+    The bar is the suspect's own dev accuracy minus ``max_drop`` (the defender has no clean model to compare
+    with). Each candidate, strongest first, is applied to a fresh copy of the suspect weights by ``attempt``
+    (which returns its diagnostics); the first that clears the bar is kept, or the one with the best dev
+    accuracy if none does. ``model`` ends with the chosen candidate's weights.
     """
     suspect = copy.deepcopy(model.state_dict())
+    suspect_dev = accuracy(context.predict(model, dev.texts, desc="dev suspect"), dev.labels)
+    required = suspect_dev - max_drop
     tried: dict[str, float] = {}
     best: tuple[float, float, dict, dict] | None = None  # (dev accuracy, candidate, weights, diagnostics)
     for value in candidates:
@@ -149,7 +152,7 @@ def search_on_dev(
     assert best is not None, "no candidate to search"
     score, value, weights, stats = best
     model.load_state_dict(weights)
-    return {name: value, "dev_accuracy": score, "dev_required": required, f"{name}_search": tried, **stats}
+    return {name: value, "dev_accuracy": score, "suspect_dev_accuracy": suspect_dev, f"{name}_search": tried, **stats}
 
 
 @dataclasses.dataclass

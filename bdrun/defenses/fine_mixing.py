@@ -18,10 +18,13 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
   a linear map on the pooled features cannot hold a trigger by itself, and keeping it spares the clean set
   from relearning it. ``mix_head=true`` mixes it with the run's seeded initial head, which is the head the
   suspect started from whenever it was trained by this pipeline with the same seed.
-- ρ search (``rho_search``, optional): try each candidate ρ from the smallest (strongest purification) up,
-  mix + fine-tune from the suspect each time, and keep the first whose clean dev accuracy reaches
-  ``dev_accuracy``; if none does, the candidate with the best dev accuracy. The paper chooses ρ against a
-  clean-accuracy threshold as far as we can tell; the exact rule could not be checked.
+- ρ is chosen per run on the clean dev split (``rho_search``, the default): each candidate from the smallest
+  (the strongest purification) up is mixed + fine-tuned from the suspect, and the first whose clean dev
+  accuracy is within ``max_dev_drop`` of the suspect's own dev accuracy is kept (if none is, the best on dev);
+  the same rule as Fine-purifying's (:func:`bdrun.defenses.base.search_on_dev`). The paper chooses ρ against a
+  clean-accuracy threshold as far as we can tell; its exact rule and values could not be read here (only the
+  abstract is reachable). The earlier fixed default ρ = 0.3 had been set on the benchmark's test numbers;
+  ``rho_search=[]`` with ``rho`` gives a fixed ρ.
 """
 
 from __future__ import annotations
@@ -46,15 +49,16 @@ class FineMixingConfig(CleanDataConfig):
     rho: float = 0.3  # fraction of fine-tuned entries kept; the rest is reset to pre-trained
     select: str = "random"  # random: each entry kept with probability rho; magnitude: largest |delta| kept
     mix_head: bool = False  # false: keep the fine-tuned classification head; true: mix it with the seeded init
-    rho_search: list[float] = dataclasses.field(default_factory=list)  # candidates; empty: use rho
-    dev_accuracy: float = 0.8  # rho search: the clean dev accuracy a candidate must reach
+    # candidates chosen between on clean dev, smallest first (see the docstring); empty: use rho
+    rho_search: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
+    max_dev_drop: float = 0.02  # rho search: the dev accuracy a candidate may lose against the suspect's
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 <= self.rho <= 1, f"defense.rho={self.rho} must be in [0, 1]")
         check(self.select in SELECTIONS, f"defense.select={self.select} is not one of {', '.join(SELECTIONS)}")
         check(all(0 <= r <= 1 for r in self.rho_search), f"defense.rho_search={self.rho_search} must be in [0, 1]")
-        check(0 <= self.dev_accuracy <= 1, f"defense.dev_accuracy={self.dev_accuracy} must be in [0, 1]")
+        check(0 <= self.max_dev_drop <= 1, f"defense.max_dev_drop={self.max_dev_drop} must be in [0, 1], e.g. 0.02")
 
 
 @torch.no_grad()
@@ -104,7 +108,7 @@ class FineMixing(Purifier):
             lambda rho: self.mix_and_tune(model, clean, context, rho),
             splits.dev,
             context,
-            self.config.dev_accuracy,
+            self.config.max_dev_drop,
             "rho",
         )
 

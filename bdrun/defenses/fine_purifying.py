@@ -43,7 +43,6 @@ from bdrun.data import Splits, TextDataset
 from bdrun.defenses.base import CleanDataConfig, Purifier, search_on_dev
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
-from bdrun.evaluation import accuracy
 
 HEAD_PREFIX = "classifier."
 
@@ -143,9 +142,5 @@ class FinePurifying(Purifier):
         c = self.config
         if not c.reset_search:
             return {"reset_fraction": c.reset_fraction, **reset_and_tune(c.reset_fraction)}
-        suspect_dev = accuracy(context.predict(model, splits.dev.texts, desc="dev suspect"), splits.dev.labels)
         candidates = sorted(c.reset_search, reverse=True)  # the largest reset = the strongest purification first
-        chosen = search_on_dev(
-            model, candidates, reset_and_tune, splits.dev, context, suspect_dev - c.max_dev_drop, "reset_fraction"
-        )
-        return {"suspect_dev_accuracy": suspect_dev, **chosen}
+        return search_on_dev(model, candidates, reset_and_tune, splits.dev, context, c.max_dev_drop, "reset_fraction")

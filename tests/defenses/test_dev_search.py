@@ -9,8 +9,8 @@ import torch
 from bdrun.data import TextDataset
 from bdrun.defenses.base import search_on_dev
 
-DEV = TextDataset([f"s{i}" for i in range(10)], [1] * 10)
-DEV_ACCURACY = {0.7: 0.5, 0.5: 0.8, 0.3: 0.9, 0.1: 0.6}  # what each candidate leaves on dev
+DEV = TextDataset([f"s{i}" for i in range(20)], [1] * 20)
+DEV_ACCURACY = {0.0: 0.95, 0.7: 0.5, 0.5: 0.8, 0.3: 0.9, 0.1: 0.6}  # the suspect (weight 0) and each candidate
 
 
 class DevOracle:
@@ -21,8 +21,10 @@ class DevOracle:
         return [1] * right + [0] * (len(texts) - right)
 
 
-def search(required: float) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
+def search(max_drop: float) -> tuple[torch.nn.Module, dict[str, Any], list[float]]:
     model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.zero_()
     suspect = model.weight.detach().clone()
     tried: list[float] = []
 
@@ -33,20 +35,21 @@ def search(required: float) -> tuple[torch.nn.Module, dict[str, Any], list[float
             model.weight.fill_(value)
         return {"marker": value}
 
-    result = search_on_dev(model, [0.7, 0.5, 0.3, 0.1], attempt, DEV, DevOracle(), required, "reset_fraction")
+    result = search_on_dev(model, [0.7, 0.5, 0.3, 0.1], attempt, DEV, DevOracle(), max_drop, "reset_fraction")
     return model, result, tried
 
 
 def test_the_strongest_candidate_reaching_the_dev_bar_is_kept_and_the_search_stops() -> None:
-    model, result, tried = search(required=0.75)
+    model, result, tried = search(max_drop=0.2)  # the bar: the suspect's 0.95 - 0.2 = 0.75
     assert tried == [0.7, 0.5]  # 0.5 passes: the weaker ones are never tried
     assert result["reset_fraction"] == 0.5 and result["marker"] == 0.5 and result["dev_accuracy"] == 0.8
+    assert result["suspect_dev_accuracy"] == 0.95
     assert result["reset_fraction_search"] == {"0.7": 0.5, "0.5": 0.8}
     assert torch.allclose(model.weight, torch.full_like(model.weight, 0.5))
 
 
 def test_each_candidate_starts_from_the_suspect_and_without_a_pass_the_best_on_dev_is_kept() -> None:
-    model, result, tried = search(required=0.95)
+    model, result, tried = search(max_drop=0.0)  # nothing reaches the suspect's 0.95
     assert tried == [0.7, 0.5, 0.3, 0.1]
     assert result["reset_fraction"] == 0.3 and result["dev_accuracy"] == 0.9
     assert torch.allclose(model.weight, torch.full_like(model.weight, 0.3))
