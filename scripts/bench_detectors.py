@@ -27,11 +27,11 @@ ATTACKS = {  # attack choice: (row name, overrides)
     "addsent": ("AddSent", []),
     "ep": ("EP (cf)", ["attack.trigger=cf"]),
 }
-PRESET = ["experiment=sst2_cpu", "logger=none"]
+PRESET = "sst2_cpu"  # the setting, an experiment preset (--preset)
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
 # A second sweep per attack: DAN with layer weights fitted on clean dev (defense.layers=auto), both poolings.
 VARIANTS = ["defense=dan,dan_cls", "defense.layers=auto"]
-PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment=sst2_cpu`)
+PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment={preset}`)
 
 Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs). As in
 the DAN and RAP papers, a detector screens only the inputs the model predicts as the protected label (the
@@ -93,6 +93,7 @@ def main() -> None:
         "--attacks", nargs="*", default=list(ATTACKS), help="attack choices (default: badnets addsent ep)"
     )
     parser.add_argument("--defenses", default=DEFENSES, help=f"the defense sweep (default: {DEFENSES})")
+    parser.add_argument("--preset", default=PRESET, help=f"the setting, an experiment preset (default: {PRESET})")
     parser.add_argument(
         "--no-variants", dest="variants", action="store_false", help=f"skip the second sweep ({' '.join(VARIANTS)})"
     )
@@ -110,7 +111,10 @@ def main() -> None:
         sweeps = [[f"defense={args.defenses}"], *([VARIANTS] if args.variants else [])]
         for number, sweep in enumerate(sweeps):
             sweep_dir = sweep_root / f"{choice}_{number}"
-            multirun([*PRESET, f"attack={choice}", *overrides, *sweep, *args.extra], sweep_dir)
+            multirun(
+                [f"experiment={args.preset}", "logger=none", f"attack={choice}", *overrides, *sweep, *args.extra],
+                sweep_dir,
+            )
             lines.extend(rows(name, sweep_dir))
         notes.append(f"{name}: {time.time() - started:.0f} s wall for the multiruns (cached models reused).")
         print("\n".join(lines[-6:]), flush=True)
@@ -121,13 +125,17 @@ def main() -> None:
 
 def write(args: argparse.Namespace, lines: list[str], notes: list[str]) -> None:
     extra = " ".join(args.extra)
-    command = "BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_detectors.py --out docs/results/detectors.md"
+    preset = "" if args.preset == PRESET else f" --preset {args.preset}"
+    command = (
+        f"BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_detectors.py{preset} --out docs/results/detectors.md"
+    )
+    then = f", then {' '.join(VARIANTS)}" if args.variants else ""
     text = [
-        PREAMBLE,
+        PREAMBLE.format(preset=args.preset),
         *lines,
         "",
-        f"Command: `{command}{' -- ' + extra if extra else ''}` (bdrun -m {' '.join(PRESET)} attack=<row> "
-        f"defense={args.defenses}{', then ' + ' '.join(VARIANTS) if args.variants else ''}).",
+        f"Command: `{command}{' -- ' + extra if extra else ''}` "
+        f"(bdrun -m experiment={args.preset} logger=none attack=<row> defense={args.defenses}{then}).",
         "",
         *(f"- {note}" for note in notes),
     ]

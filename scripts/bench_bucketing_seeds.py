@@ -1,0 +1,138 @@
+"""Length bucketing against none: clean CACC, backdoored CACC and ASR over seeds (mean ± std), and job time.
+
+Why: ``trainer.bucketing=true`` (batches of similar-length inputs, less padding) changes the data order, so
+it changes the trained models; ``scripts/bench_train_throughput.py --compare bucketing`` shows what it saves
+per sample, this script shows what it does to the results at the CPU preset's sizes, over several seeds.
+
+How: one real ``bdrun`` process per (bucketing, seed), BadNets ``attack=badnets_cf`` at ``experiment=cpu_sizes``
+(2,000 SST-2 training sentences, 1 epoch, batch 16, lr 1e-4, max length 64; the preset turns bucketing on,
+the override sets it) with the clean reference (``clean=true``), so each job trains a clean and a backdoored
+model and evaluates both on the full test set. Runs alternate between the two sides, in an order that flips
+per seed, so load on a shared host hits both alike. All jobs share one ``BDRUN_CACHE_DIR``; the two sides and
+the seeds have different cache keys, so nothing is reused within one invocation (the table says when a stage
+was reused, e.g. on a rerun, in which case job times do not measure training). metrics.json carries no train
+throughput for the clean and poison stages, so the table gives each job's wall time (process start-up and
+evaluation included) instead.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 BDRUN_CACHE_DIR=outputs/bench-cache-bucketing \\
+        python scripts/bench_bucketing_seeds.py --seeds 42,1,2 --out docs/results/bucketing_seeds.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bdrun.report import stat
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("clean.cacc", "backdoored.cacc", "backdoored.asr")
+
+
+def run_job(bucketing: str, seed: str, run_dir: Path, extra: list[str], env: dict[str, str]) -> dict:
+    overrides = [
+        "experiment=cpu_sizes",
+        "attack=badnets_cf",
+        "logger=none",
+        f"trainer.bucketing={bucketing}",
+        f"seed={seed}",
+        *extra,
+    ]
+    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *overrides, f"hydra.run.dir={run_dir}"]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"bdrun failed (bucketing={bucketing}, seed={seed}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    report = json.loads((run_dir / "metrics.json").read_text())
+    values = {m: report[m.split(".")[0]][m.split(".")[1]] for m in METRICS}
+    reused = [role for role, stage in report.get("stages", {}).items() if stage.get("reused")]
+    print(
+        f"bucketing={bucketing} seed={seed}: {seconds:.0f} s, "
+        + ", ".join(f"{m} {100 * v:.2f}%" for m, v in values.items())
+        + (f" (reused: {', '.join(reused)})" if reused else ""),
+        flush=True,
+    )
+    return {"bucketing": bucketing, "seed": seed, "seconds": seconds, "reused": reused, **values}
+
+
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    result = stat(values)
+    if result is None:
+        return "n/a"
+    text = f"{scale * result.mean:.{digits}f}"
+    return text if result.std is None else f"{text} ± {scale * result.std:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="42,1,2", help="comma-separated seeds")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    env.setdefault("BDRUN_CACHE_DIR", "outputs/bench-cache-bucketing")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    root = REPO / "outputs" / "runs" / "bench_bucketing" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    seeds = args.seeds.split(",")
+    started = time.time()
+    jobs = []
+    for i, seed in enumerate(seeds):
+        sides = ("false", "true") if i % 2 == 0 else ("true", "false")
+        for bucketing in sides:
+            jobs.append(run_job(bucketing, seed, root / f"bucketing_{bucketing}_seed{seed}", args.extra, env))
+
+    lines = [
+        f"BadNets (`attack=badnets_cf`), `experiment=cpu_sizes logger=none`, seeds {', '.join(seeds)}; "
+        f"{env['OMP_NUM_THREADS']} OMP thread(s); extra overrides: {' '.join(args.extra) or 'none'}. "
+        f"Whole benchmark: {(time.time() - started) / 60:.1f} min.",
+        "",
+        "```bash",
+        f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} MKL_NUM_THREADS={env['MKL_NUM_THREADS']} "
+        f"BDRUN_CACHE_DIR={env['BDRUN_CACHE_DIR']} \\",
+        f"    python scripts/bench_bucketing_seeds.py --seeds {args.seeds} --out docs/results/bucketing_seeds.md"
+        + (f" -- {' '.join(args.extra)}" if args.extra else ""),
+        "```",
+        "",
+        f"Mean ± sample std over {len(seeds)} seeds, percent; job time in seconds (one `bdrun` process: clean and "
+        "backdoored training, both evaluations, start-up).",
+        "",
+        "| trainer.bucketing | clean CACC | backdoored CACC | ASR | job time s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for side in ("false", "true"):
+        rows = [j for j in jobs if j["bucketing"] == side]
+        cells = [mean_std([j[m] for j in rows]) for m in METRICS]
+        lines.append(f"| {side} | " + " | ".join(cells) + f" | {mean_std([j['seconds'] for j in rows], 1, 0)} |")
+    lines += [
+        "",
+        "Per job (in run order):",
+        "",
+        "| seed | trainer.bucketing | clean CACC | backdoored CACC | ASR | job time s | reused stages |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for j in jobs:
+        lines.append(
+            f"| {j['seed']} | {j['bucketing']} | "
+            + " | ".join(f"{100 * j[m]:.2f}" for m in METRICS)
+            + f" | {j['seconds']:.0f} | {', '.join(j['reused']) or 'none'} |"
+        )
+    body = "\n".join(lines)
+    print(body)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        title = "# Length bucketing against none: CACC / ASR over seeds\n\n"
+        args.out.write_text(
+            title + f"Generated by `scripts/bench_bucketing_seeds.py` (its docstring: why and how).\n\n{body}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
