@@ -42,7 +42,10 @@ def threads_per_job(n_jobs: object, cpus: int) -> int | None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_NAME)
 def hydra_main(cfg: DictConfig) -> float | None:
     # Heavy imports (torch, transformers) happen here, after Hydra has parsed the command line.
+    from bdrun.allocator import keep_freed_memory
     from bdrun.pipeline import config_tags, parse_experiment, run
+
+    keep_freed_memory()  # per job: a joblib or SLURM worker is a process of its own
     from bdrun.tracking import open_tracker
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -362,6 +362,10 @@ def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> 
         "- transformers ≥ 5 has no `transformers.AdamW`, which the peer's trainers import: the peer runner puts "
         "`torch.optim.AdamW` there (default betas and eps 1e-8, as bdrun's). Without warmup "
         "(`warm_up_epochs: 0`) the peer's schedule is the same linear decay as bdrun's.",
+        "- The update rule is the same AdamW, run differently: bdrun uses torch's fused kernel (`fused=True`, "
+        "`bdrun/optimizers/adamw.py`), the peer torch's default, which on the CPU loops over the tensors one at a "
+        "time (the same update up to float rounding). bdrun also tunes glibc's malloc to keep freed memory "
+        "(`bdrun/allocator.py`); the peer runs with the defaults.",
         "",
         "## Setup",
         "",
