@@ -9,6 +9,9 @@ checkpoint, so the cost of one checkpoint is timed separately and reported amort
 
 ``--compare bucketing``: bdrun's training loop with ``trainer.bucketing`` off and on, same data and seed.
 
+``--compare adamw``: bdrun's training loop with torch's default AdamW (on the CPU a loop over the tensors, one at
+a time: what bdrun used before) against the fused kernel bdrun builds now, same data and seed.
+
 Runs alternate A/B so that load on a shared host hits both sides alike; the report gives each pair and the
 median ratio. ``--eval`` adds prediction throughput (length-sorted batches, as the evaluate stage runs) on the
 test split. ``--device``, ``--precision`` and ``--compile`` select the GPU paths, so a user with a GPU gets
@@ -16,6 +19,7 @@ numbers comparable to the CPU ones below.
 
     python scripts/bench_train_throughput.py --samples 1600 --pairs 3
     python scripts/bench_train_throughput.py --compare bucketing --samples 200 --pairs 3 --eval
+    python scripts/bench_train_throughput.py --compare adamw --samples 320 --pairs 3
     python scripts/bench_train_throughput.py --compare bucketing --device cuda --precision bf16 --samples 8000 --eval
 """
 
@@ -36,6 +40,7 @@ from bdrun.data import DatasetConfig, load_splits
 from bdrun.evaluation import predict
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, pick_device
 from bdrun.optimizers import OPTIMIZERS
+from bdrun.optimizers.adamw import AdamW
 from bdrun.training import TrainerConfig, _save_checkpoint, epoch_batches, epoch_order, train
 
 
@@ -63,6 +68,13 @@ def bare_loop(model, tokenizer, data, optimizer_spec, trainer, max_length, seed,
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
     return len(data) / (time.perf_counter() - started)
+
+
+class PerTensorAdamW(AdamW):
+    """torch's AdamW without ``fused``: on the CPU its default is the one-tensor-at-a-time loop."""
+
+    def make(self, groups: list[dict]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=tuple(self.config.betas), eps=self.config.eps)
 
 
 def synchronize(device: torch.device) -> None:
@@ -124,7 +136,7 @@ def eval_throughput(model, tokenizer, texts, trainer, max_length, device) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("bare", "bucketing"), default="bare")
+    parser.add_argument("--compare", choices=("bare", "bucketing", "adamw"), default="bare")
     parser.add_argument("--samples", type=int, default=1600)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -149,7 +161,8 @@ def main() -> None:
     pretrained = load_pretrained(model_cfg, num_labels=2, seed=0)
     optimizer_spec = OPTIMIZERS.build({"name": "adamw", "lr": 5e-5})
     trainer = TrainerConfig(epochs=1, batch_size=args.batch_size, precision=args.precision, compile=args.compile)
-    names = ("bare", "bdrun") if args.compare == "bare" else ("plain", "bucketed")
+    names = {"bare": ("bare", "bdrun"), "bucketing": ("plain", "bucketed"), "adamw": ("per-tensor", "fused")}
+    names = names[args.compare]
 
     # Untimed warm-up (first-call allocations, kernel selection, compilation) so pair 1 is not penalised.
     warm_up = data.subset(range(min(len(data), 2 * args.batch_size)))
@@ -165,12 +178,11 @@ def main() -> None:
             b = b["samples_per_second"]
             losses = ""
         else:
-            first = bdrun_loop(
-                copy.deepcopy(pretrained), tokenizer, data, optimizer_spec, trainer, args.max_length, device
-            )
+            first_spec = PerTensorAdamW(optimizer_spec.config) if args.compare == "adamw" else optimizer_spec
+            first = bdrun_loop(copy.deepcopy(pretrained), tokenizer, data, first_spec, trainer, args.max_length, device)
             trained = copy.deepcopy(pretrained)
-            bucketed = dataclasses.replace(trainer, bucketing=True)
-            second = bdrun_loop(trained, tokenizer, data, optimizer_spec, bucketed, args.max_length, device)
+            second_trainer = dataclasses.replace(trainer, bucketing=args.compare == "bucketing")
+            second = bdrun_loop(trained, tokenizer, data, optimizer_spec, second_trainer, args.max_length, device)
             a, b = first["samples_per_second"], second["samples_per_second"]
             losses = f" (final loss {first['final_loss']:.3f} / {second['final_loss']:.3f})"
         pairs.append((a, b))
