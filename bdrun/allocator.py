@@ -1,12 +1,13 @@
 """Keep freed memory in the process, so training does not hand the same pages back to the kernel every step.
 
 Why: glibc's malloc serves large blocks with fresh ``mmap`` pages and returns them on ``free``; a training step
-frees and re-allocates the same large tensors (the 30k x 384 word-embedding gradient, the attention and feed-forward
-activations) every step, so each step page-faults its memory back in and the kernel zeroes it again. A MiniLM-L6
+frees and re-allocates the same large tensors (attention and feed-forward activations and their gradients) every
+step, so each step page-faults its memory back in and the kernel zeroes it again. A MiniLM-L6
 job here spent 2.7 s of system time on 1.25 million page faults. With large blocks kept in the heap and the heap
-never trimmed below 1 GiB, the page faults fell about 3x and 40 training steps took about 1 s (4%) less, measured
-in three pairs of processes run side by side (one thread each). PyTorch's CPU tuning guide makes the same point
-and suggests swapping in jemalloc or tcmalloc; this gets most of it without a new dependency.
+never trimmed below 1 GiB, the page faults of a training loop fell 2-3x in most runs and its system time by
+about half; the wall-time gain was small and noisy (0-3% side by side, ``scripts/bench_allocator.py``,
+docs/results/speed.md). PyTorch's CPU tuning guide makes the same point and suggests swapping in jemalloc or
+tcmalloc; this gets part of it without a new dependency.
 
 The cost: a process keeps up to ``TRIM_THRESHOLD`` of freed memory instead of returning it, which peak memory
 already had to allow. Only glibc (Linux) has ``mallopt``; elsewhere this does nothing. A user's own
@@ -22,7 +23,9 @@ import sys
 
 # mallopt(3) parameter numbers, from glibc's malloc.h
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit: blocks below it come from the heap and are reused
+# glibc's upper limit on 64-bit: blocks below it come from the heap and are reused; larger ones (BERT's 30k x 384
+# word-embedding gradient, 47 MB) still get their own mmap
+MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30  # free heap memory kept before any is returned to the kernel
 TOP_PAD = 64 << 20  # grow the heap in steps of this much (address space only until touched)
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
