@@ -44,9 +44,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
     # Heavy imports (torch, transformers) happen here, after Hydra has parsed the command line.
     from bdrun.allocator import keep_freed_memory
     from bdrun.pipeline import config_tags, parse_experiment, run
+    from bdrun.tracking import open_tracker
 
     keep_freed_memory()  # per job: a joblib or SLURM worker is a process of its own
-    from bdrun.tracking import open_tracker
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     print(f"run dir: {run_dir}", flush=True)

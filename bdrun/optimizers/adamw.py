@@ -3,7 +3,8 @@
 Built with torch's fused kernel (``fused=True``, CPU and CUDA since torch 2.4). On the CPU torch's default is the
 one-tensor-at-a-time loop, which allocates a temporary per parameter per step (the 30k x 384 word embedding
 included) and took about a third of a MiniLM training step here; the fused kernel updates in place and measured
-about 4.5x faster per step (31 against 140 ms, MiniLM-L6, one thread). Its results differ from the loop's only
+about 4.5x faster per step (31 against 140 ms, MiniLM-L6, one thread), 1.27x the training throughput
+(``scripts/bench_train_throughput.py --compare adamw``, docs/results/speed.md). Its results differ from the loop's only
 in float rounding (3e-8 after 10 steps), and it is deterministic, so resumes and reruns stay bit-identical.
 """
 
