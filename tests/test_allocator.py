@@ -41,11 +41,14 @@ def page_faults(mode: str) -> tuple[int, int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
+    # How much the later steps fault in depends on where the heap and mmaps land (address-space randomisation),
+    # so the bounds leave room: over 38 runs here the nine later steps faulted in 0.12-0.37 of the first step's
+    # pages with the tuning and 1.11-8.33 of them without it, in a few discrete modes.
     first, rest = page_faults("tuned")
     assert first > 10_000  # the first step touches ~72 MiB (18k pages) of fresh memory
-    assert rest < 0.25 * first  # the nine steps after it reuse it (a little more heap as sizes shift)
+    assert rest < 0.6 * first  # the nine steps after it reuse it (a little more heap as sizes shift)
     plain_first, plain_rest = page_faults("plain")
-    assert plain_rest > rest + 0.3 * plain_first  # without the tuning the later steps fault memory in again
+    assert plain_rest > 0.9 * plain_first  # without the tuning the later steps fault memory in again
 
 
 def test_the_users_own_malloc_settings_win(monkeypatch) -> None:
