@@ -17,11 +17,13 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bdrun.errors import BdrunError
 from bdrun.progress import console
 
 META = "meta.json"
@@ -42,6 +44,21 @@ class Artifact:
 
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / META).read_text())
+
+
+def check_root(root: Path) -> None:
+    """Create the cache folder and probe that a folder can be made in it, before the first stage: a path under
+    a file, a read-only mount or a virtual file system (``/proc``) would otherwise end the first stage in a
+    traceback from ``mkdir``. The probe is removed again; the folder itself stays, as the stages need it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=root, prefix=".probe-").cleanup()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise BdrunError(
+            f"paths.cache_dir={root} cannot be used ({reason}: {err.filename or root}); point paths.cache_dir "
+            "(or BDRUN_CACHE_DIR) at a folder you can write"
+        ) from None
 
 
 class StageCache:

@@ -83,7 +83,7 @@ def _from_pretrained(loader, cfg: ModelConfig, **kwargs):
     hf_logging.disable_progress_bar()
     try:
         return loader.from_pretrained(resolve_path(cfg.path), **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder without a model's config.json
         raise BdrunError(
             f"could not load model '{cfg.path}' ({str(err).splitlines()[0]}); without network use model=minilm "
             "or set model.path to a local folder"
@@ -104,6 +104,57 @@ def load_pretrained(cfg: ModelConfig, num_labels: int, seed: int) -> torch.nn.Mo
     torch.manual_seed(seed)  # the classification head is the only randomly initialised part
     model = _from_pretrained(AutoModelForSequenceClassification, cfg, config=config)
     return apply_tuning(model, cfg, seed)
+
+
+def encoder_depth(cfg: ModelConfig, num_labels: int) -> int:
+    """The number of encoder layers a run will use, after the checks that need only the model's config file and
+    module names, so that they fail before the first stage instead of after a training:
+
+    - ``model.num_layers`` must not exceed the pre-trained depth (transformers would silently add layers with
+      random weights);
+    - with ``model.tuning=lora`` the PET modules are inserted, exactly as a run inserts them, into a skeleton
+      built on the meta device (no weights are read or allocated), so that ``model.lora_targets`` is checked by
+      the same code (:func:`bdrun.pet.apply_tuning`).
+
+    Knobs that name layers (``defense.layers``, ``defense.top_layers``) are then checked against the depth.
+    Remembered per model config, so that checking every job of a sweep builds one skeleton."""
+    key = (repr(dataclasses.astuple(cfg)), num_labels)
+    if key not in _DEPTHS:
+        _DEPTHS[key] = _encoder_depth(cfg, num_labels)
+    return _DEPTHS[key]
+
+
+_DEPTHS: dict[tuple[str, int], int] = {}
+
+
+def _encoder_depth(cfg: ModelConfig, num_labels: int) -> int:
+    config = _from_pretrained(AutoConfig, cfg, num_labels=num_labels)  # config.json only
+    full = getattr(config, "num_hidden_layers", None)
+    if not isinstance(full, int):
+        return cfg.num_layers or 0  # not a BERT-like config: nothing known to check against
+    check(
+        cfg.num_layers is None or cfg.num_layers <= full,
+        f"model.num_layers={cfg.num_layers} but model '{cfg.path}' has only {full} encoder layers; "
+        f"use 1..{full} (or null for all)",
+    )
+    depth = cfg.num_layers or full
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int):  # RoBERTa's positions start after the padding index (2 of its 514 unused)
+        positions -= config.pad_token_id + 1 if "roberta" in str(config.model_type) else 0
+        check(
+            cfg.max_length <= positions,
+            f"model.max_length={cfg.max_length} but model '{cfg.path}' has only {positions} positions; "
+            f"use at most {positions} (longer inputs would crash the first stage that meets one)",
+        )
+    if cfg.tuning == "lora":
+        config.num_hidden_layers = depth
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # apply_tuning seeds the global RNG
+            try:
+                skeleton = AutoModelForSequenceClassification.from_config(config)
+            except (RuntimeError, NotImplementedError, TypeError, ValueError):
+                return depth  # an architecture that cannot be built on the meta device: the first stage checks
+            apply_tuning(skeleton, cfg, 0)
+    return depth
 
 
 PARTIAL = "bdrun_partial"  # safetensors metadata key of a file that holds only the tensors that differ from a base

@@ -31,21 +31,30 @@ from rich.table import Table
 
 from bdrun import pet
 from bdrun.attacks import ATTACKS, Attack
-from bdrun.cache import Artifact, StageCache, stage_key
+from bdrun.cache import Artifact, StageCache, check_root, stage_key
 from bdrun.configs import CONF_DIR
 from bdrun.context import StageContext
 from bdrun.data import DatasetConfig, Splits, load_splits
 from bdrun.data.loading import load_named_train
 from bdrun.defenses import DEFENSES, Defense
-from bdrun.errors import check, integer
+from bdrun.errors import boolean, check, seed_integer
 from bdrun.evaluation import evaluate_detector, evaluate_model
 from bdrun.federated import FederatedConfig
-from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, load_weights, pick_device, save_weights
+from bdrun.models import (
+    ModelConfig,
+    encoder_depth,
+    load_pretrained,
+    load_tokenizer,
+    load_weights,
+    pick_device,
+    save_weights,
+)
 from bdrun.optimizers import OPTIMIZERS, Optimizer
-from bdrun.progress import console
+from bdrun.progress import console, print_whole
 from bdrun.registry import parse_config
 from bdrun.tracking import Tracker
 from bdrun.training import TrainerConfig, use_tf32
+from bdrun.trust import COLLAPSE_MARK, COLLAPSED, TRUST_KEYS, TrustConfig, collapse_warning, trust_metrics
 
 WEIGHTS = "model.safetensors"
 DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
@@ -67,6 +76,7 @@ class Experiment:
     data_dir: Path
     federated: FederatedConfig = dataclasses.field(default_factory=FederatedConfig)
     clean: bool = True  # train and evaluate the clean reference model (see run())
+    trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)  # collapse thresholds (bdrun/trust.py)
 
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
@@ -78,12 +88,13 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         defense=DEFENSES.build(cfg.defense),
         optimizer=OPTIMIZERS.build(cfg.optimizer),
         trainer=parse_config(TrainerConfig, cfg.trainer, "trainer"),
-        seed=integer(cfg.seed, "seed", "seed=42"),
+        seed=seed_integer(cfg.seed),
         device=pick_device(str(cfg.device)),
         cache_dir=Path(cfg.paths.cache_dir),
         data_dir=Path(cfg.paths.data_dir),
         federated=parse_config(FederatedConfig, cfg.federated, "federated"),
-        clean=bool(cfg.get("clean", True)),
+        clean=boolean(cfg.get("clean", True), "clean"),
+        trust=parse_config(TrustConfig, cfg.get("trust") or {}, "trust"),
     )
     check(
         exp.federated.enabled or exp.defense.kind != "aggregator",
@@ -91,6 +102,8 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         "conf/federated/ setting)",
     )
     exp.attack.check_tuning(exp.model.tuning)  # EP and surgery edit frozen weights: no PET
+    if exp.federated.enabled:
+        exp.attack.check_federated()  # RIPPLe, LWP: their own training objective, which clients do not run
     return exp
 
 
@@ -102,6 +115,15 @@ def check_label_indices(exp: Experiment, num_labels: int) -> None:
     """
     exp.attack.check_labels(num_labels)
     exp.defense.check_labels(num_labels)
+
+
+def check_model_shape(exp: Experiment, num_labels: int) -> None:
+    """Every knob checkable from the model's config and module names alone (``model.num_layers``,
+    ``model.lora_targets``, a defense's layer count), before the first stage rather than after a training.
+
+    Runs before the first stage, and on the command line for a model on this machine (a hub id is left to the
+    job, so that checking a sweep never waits on the network)."""
+    exp.defense.check_model(encoder_depth(exp.model, num_labels))
 
 
 def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
@@ -310,10 +332,35 @@ def make_stages(exp: Experiment, splits: Splits) -> Stages:
     return FederatedStages(exp, splits)
 
 
+def clean_predictions(evaluated: Artifact) -> list[int]:
+    """A model's clean test predictions, as its evaluate stage cached them."""
+    return json.loads((evaluated.path / "predictions.json").read_text())
+
+
 def side_effect(clean: Artifact, other: Artifact) -> float:
     """Instance-wise side effect: the fraction of clean test inputs whose prediction differs from the clean model's."""
-    before, after = (json.loads((a.path / "predictions.json").read_text()) for a in (clean, other))
+    before, after = clean_predictions(clean), clean_predictions(other)
     return sum(x != y for x, y in zip(before, after, strict=True)) / len(before)
+
+
+def add_trust(report: dict[str, Any], evaluated: dict[str, Artifact], exp: Experiment, splits: Splits) -> list[str]:
+    """Put each model's trust metrics (bdrun/trust.py) beside its CACC; return the roles that collapsed.
+
+    Computed here from the cached predictions rather than in the evaluate stage, so that evaluate artifacts
+    written before these metrics existed serve as they are and the thresholds are in no cache key. A detector
+    changes no prediction: the model behind it gets the suspect model's marks (they are its own).
+    """
+    collapsed = []
+    for role, artifact in evaluated.items():
+        if role == "purified" and exp.defense.kind == "detector":
+            suspect = "backdoored" if "backdoored" in report else "clean"
+            trust = {k: v for k, v in report[suspect].items() if k in TRUST_KEYS}
+        else:
+            trust = trust_metrics(clean_predictions(artifact), splits.test.labels, splits.num_labels, exp.trust)
+            if trust[COLLAPSED]:
+                collapsed.append(role)
+        report[role].update(trust)
+    return collapsed
 
 
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
@@ -323,7 +370,11 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
     exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
+    exp.attack.check_test(splits.test)  # e.g. a paraphrase of every ASR input (attack=syntactic)
     exp.defense.check_data(splits, exp.seed)
+    exp.federated.check_data(splits.train.labels, exp.seed)  # every client gets data
+    check_model_shape(exp, splits.num_labels)
+    check_root(exp.cache_dir)  # an unusable cache folder: one line now, not a traceback from the first stage
     stages = make_stages(exp, splits)
     exp.attack.check_tokenizer(stages.tokenizer)
 
@@ -346,6 +397,7 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         else:
             evaluated[role] = stages.evaluate(artifact, role)
     report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
+    collapsed = add_trust(report, evaluated, exp, splits)
     for role in evaluated.keys() - {"clean"} if exp.clean else ():
         if not (role == "purified" and exp.defense.kind == "detector"):  # a detector changes no prediction
             report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
@@ -363,7 +415,9 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     stages.extend_report(report, models, tracker)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    console.print(results_table(report, exp))
+    print_whole(results_table(report, exp))
+    for role in collapsed:  # one line each, never wrapped
+        console.print(collapse_warning(role, report[role]), style="yellow", soft_wrap=True, markup=False)
     tracker.log(
         flatten({k: report[k] for k in ("clean", "backdoored", "purified", "delta", "diagnostics") if k in report})
     )
@@ -383,8 +437,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def results_table(report: dict[str, Any], exp: Experiment) -> Table:
     title = f"attack={exp.attack.config.name} defense={exp.defense.config.name} dataset={exp.dataset.name}"
     table = Table(title=title)
-    for column in ("model", "CACC", "ASR", "side effect", "stage"):
-        table.add_column(column, justify="left" if column in ("model", "stage") else "right")
+    # bal. acc: balanced accuracy; majority: the majority-class rate; predicted: % of clean test inputs per class
+    columns = ("model", "CACC", "bal. acc", "majority", "predicted", "ASR", "side effect", "stage")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("model", "predicted", "stage") else "right")
 
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:.2f}%"
@@ -394,11 +450,22 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
             origin = report["stages"][role]
             status = f"{origin['stage']} {'reused' if origin['reused'] else 'built'}"
             metrics = report[role]
-            table.add_row(role, pct(metrics["cacc"]), pct(metrics.get("asr")), pct(metrics.get("side_effect")), status)
+            mark = f" {COLLAPSE_MARK}" if metrics.get(COLLAPSED) else ""
+            shares = "/".join(f"{100 * v:.0f}" for v in metrics.get("prediction_shares", {}).values()) or "—"
+            table.add_row(
+                role,
+                pct(metrics["cacc"]) + mark,
+                pct(metrics.get("balanced_accuracy")),
+                pct(metrics.get("majority_rate")),
+                shares,
+                pct(metrics.get("asr")) + (mark if "asr" in metrics else ""),
+                pct(metrics.get("side_effect")),
+                status,
+            )
     if "delta" in report:
         delta = report["delta"]
-        changes = (f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr"))
-        table.add_row("Δ purified", *changes, "", "")
+        cacc, asr = (f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr"))
+        table.add_row("Δ purified", cacc, "", "", "", asr, "", "")
     detector = report.get("purified", {})
     if "latency_ratio" in detector:  # an online detector: CACC / ASR above are after rejection
         parts = [f"{label} {pct(detector[m])}" for m, label in DETECTOR_COLUMNS.items() if m in detector]
@@ -409,9 +476,12 @@ def results_table(report: dict[str, Any], exp: Experiment) -> Table:
         keys = [m for m in ("precision", "recall") if f"detection_{m}" in detector]
         found = [f"{m} {pct(detector[f'detection_{m}'])}" for m in keys]
         table.caption = f"malicious-client detection over all rounds: {', '.join(found)}"
+    notes = [table.caption] if table.caption else []
+    if any(report[role].get(COLLAPSED) for role in ("clean", "backdoored", "purified") if role in report):
+        notes.append(f"{COLLAPSE_MARK} collapsed model (bdrun/trust.py): CACC of a constant, ASR of no backdoor")
     if not report.get("clean_reference", True):
-        note = "clean=false: no clean reference model, so no clean row and no side effect"
-        table.caption = f"{table.caption}\n{note}" if table.caption else note
+        notes.append("clean=false: no clean reference model, so no clean row and no side effect")
+    table.caption = "\n".join(notes) or None
     return table
 
 

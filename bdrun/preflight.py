@@ -4,8 +4,10 @@ A mistake must cost one line and no work: not a traceback, not a finished traini
 :func:`preflight` therefore composes the config of every job the command line asks for (each combination of a
 sweep, up to :data:`MAX_JOBS_CHECKED`) with Hydra's own loader and search path, and validates it the way a job
 will: every group choice exists on the search path, every component's knobs parse, every top-level key is one
-a component reads, and label indices fit the dataset's declared label count. Checks that need the data itself
-(a label outside the range, a file that is not text) run when the job loads its data, before its first stage.
+a component reads, label indices fit the dataset's declared label count, and, for a model on this machine,
+knobs that need only its config and module names (``model.num_layers``, ``model.lora_targets``, a defense's
+layer count) fit it. Checks that need the data itself (a label outside the range, a file that is not text, a
+training split of one class) and the cache folder's use run when the job loads its data, before its first stage.
 
 Choices made here (Hydra is silent on them): options such as ``--help``/``--info`` skip the checks (they start
 no job); ``--cfg`` only composes the configs (it prints a config, it does not run one); an ``interval(...)``
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -182,7 +185,8 @@ def check_known_keys(cfg: DictConfig, declared: DictConfig) -> None:
 
 def validate(cfg: DictConfig, declared: DictConfig) -> None:
     """What a job checks before its first stage, short of loading data (heavy imports happen only here)."""
-    from bdrun.pipeline import check_label_indices, parse_experiment
+    from bdrun.models import resolve_path
+    from bdrun.pipeline import check_label_indices, check_model_shape, parse_experiment
     from bdrun.tracking import TRACKERS
 
     check_known_keys(cfg, declared)
@@ -192,6 +196,8 @@ def validate(cfg: DictConfig, declared: DictConfig) -> None:
     except OmegaConfBaseException as err:  # e.g. a node emptied by an override
         raise BdrunError(f"bad config: {condensed(err)}") from None
     check_label_indices(experiment, experiment.dataset.num_labels)
+    if Path(resolve_path(experiment.model.path)).is_dir():  # a hub model's config is left to the job (network)
+        check_model_shape(experiment, experiment.dataset.num_labels)
 
 
 def preflight(argv: list[str]) -> list[list[str]]:

@@ -12,8 +12,16 @@ one seed. Several metrics (comma-separated) share a cell, joined by `` / `` (CAC
 
 Metric names are those of :mod:`bdrun.results` (``purified.asr``, ``final.cacc``, ``delta.asr``, ...). Fractions
 are shown in percent. The CSV is the tidy form of the same table (one line per cell and metric; mean, std and
-n as raw fractions) for further processing. The scatter plot puts each cell at (CACC, ASR) of the first
-metric's model (``final`` for ``final.asr``), coloured by column, labelled by row.
+n as raw fractions) for further processing.
+
+Every cell says how far to trust it (:mod:`bdrun.trust`): ``(n=K)`` is its number of seeds, ``‡`` marks a cell
+from one seed (no spread measured), ``†`` a cell in which a model it measures collapsed in at least one seed
+(one class for nearly every input, or CACC at the majority-class rate: its ASR measures the collapse, not a
+backdoor). The markdown and LaTeX tables end with a legend of the marks they use; the CSV has a ``collapsed``
+column (the number of the cell's seeds whose model collapsed).
+
+The scatter plot puts each cell at (CACC, ASR) of the first metric's model (``final`` for ``final.asr``),
+coloured by column, labelled by row.
 """
 
 from __future__ import annotations
@@ -25,11 +33,14 @@ import re
 import statistics
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from bdrun.errors import BdrunError
 from bdrun.results import PERCENT_METRICS, Job, find_jobs, format_metric, swept_keys
+from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK, SINGLE_SEED_LEGEND, SINGLE_SEED_MARK
 
 SEED_KEY = "seed"
+LATEX_MARKS = {COLLAPSE_MARK: r"$^\dagger$", SINGLE_SEED_MARK: r"$^\ddagger$"}
 
 
 @dataclasses.dataclass
@@ -58,6 +69,9 @@ class Report:
     cells: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, Stat | None]]
     labels: dict[str, str]  # value -> display label
     skipped: list[Job]  # jobs that did not complete
+    seeds: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = dataclasses.field(default_factory=dict)  # runs per cell
+    # cell -> metric -> how many of the cell's runs measured a collapsed model with that metric (bdrun.trust)
+    collapsed: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def label(self, values: tuple[str, ...]) -> str:
         return ", ".join(self.labels.get(v, v) for v in values) if values else ""
@@ -134,6 +148,8 @@ def build_report(
         cell: {m: stat([j.metrics[m] for j in members if m in j.metrics]) for m in computed}
         for cell, members in groups.items()
     }
+    seeds = {cell: len(members) for cell, members in groups.items()}
+    collapsed = {cell: {m: sum(j.collapsed(m) for j in members) for m in computed} for cell, members in groups.items()}
     if clean_row is not None:
         clean_label = (clean_row,) * max(len(row_keys), 1)
         rows.insert(0, clean_label)
@@ -143,7 +159,10 @@ def build_report(
             cells[(clean_label, col)] = {
                 m: stat([j.metrics[c] for j in members if c in j.metrics]) for m, c in clean_metrics.items()
             }
-    return Report(row_keys, col_keys, metrics, rows, cols, cells, labels or {}, [j for j in selected if j not in done])
+            seeds[(clean_label, col)] = len(members)
+            collapsed[(clean_label, col)] = {m: sum(j.collapsed(c) for j in members) for m, c in clean_metrics.items()}
+    skipped = [j for j in selected if j not in done]
+    return Report(row_keys, col_keys, metrics, rows, cols, cells, labels or {}, skipped, seeds, collapsed)
 
 
 # -- rendering ----------------------------------------------------------------------------------------------
@@ -164,7 +183,20 @@ def cell_text(report: Report, row: tuple[str, ...], col: tuple[str, ...], digits
             parts.append(_number(metric, s.mean, digits))
         else:
             parts.append(f"{_number(metric, s.mean, digits)}{pm}{_number(metric, s.std, digits)}")
-    return " / ".join(parts)
+    return f"{' / '.join(parts)} (n={report.seeds[(row, col)]}){cell_marks(report, row, col)}"
+
+
+def cell_marks(report: Report, row: tuple[str, ...], col: tuple[str, ...]) -> str:
+    """``†`` when a model the cell measures collapsed in some seed, ``‡`` when the cell has one seed."""
+    collapsed = any(report.collapsed[(row, col)].get(m) for m in report.metrics)
+    return (COLLAPSE_MARK if collapsed else "") + (SINGLE_SEED_MARK if report.seeds[(row, col)] == 1 else "")
+
+
+def legend(report: Report) -> list[str]:
+    """One line per mark the table uses, saying what it means."""
+    used = "".join(cell_marks(report, *cell) for cell in report.cells)
+    marks = ((COLLAPSE_MARK, COLLAPSE_LEGEND), (SINGLE_SEED_MARK, SINGLE_SEED_LEGEND))
+    return [f"{mark} {text}" for mark, text in marks if mark in used]
 
 
 def _header(report: Report) -> list[str]:
@@ -177,7 +209,7 @@ def caption(report: Report) -> str:
     seeds = "/".join(str(n) for n in counts) or "0"
     percent = any(m.rsplit(".", 1)[-1] in PERCENT_METRICS for m in report.metrics)
     unit = " in %" if percent else ""
-    return f"{' / '.join(report.metrics)}{unit}; mean ± std over seeds (n = {seeds})"
+    return f"{' / '.join(report.metrics)}{unit}; mean ± std over seeds (n = {seeds}; each cell shows its own n)"
 
 
 def to_markdown(report: Report, digits: int) -> str:
@@ -186,7 +218,8 @@ def to_markdown(report: Report, digits: int) -> str:
     for row in report.rows:
         cells = [cell_text(report, row, col, digits, " ± ") for col in report.cols]
         lines.append("| " + " | ".join([report.label(row), *cells]) + " |")
-    return "\n".join(lines) + "\n"
+    notes = legend(report)
+    return "\n".join([*lines, *(["", *notes] if notes else [])]) + "\n"
 
 
 def _tex(text: str) -> str:
@@ -194,6 +227,12 @@ def _tex(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
         text = text.replace(char, escaped)
     return re.sub(r"`([^`]*)`", r"\\texttt{\1}", text.replace("*", ""))
+
+
+def _tex_marks(text: str) -> str:
+    for mark, tex in LATEX_MARKS.items():
+        text = text.replace(mark, tex)
+    return text
 
 
 def to_latex(report: Report, digits: int) -> str:
@@ -207,20 +246,24 @@ def to_latex(report: Report, digits: int) -> str:
         r"\midrule",
     ]
     for row in report.rows:
-        cells = [cell_text(report, row, col, digits, r" $\pm$ ") for col in report.cols]
+        cells = [_tex_marks(cell_text(report, row, col, digits, r" $\pm$ ")) for col in report.cols]
         lines.append(" & ".join([_tex(report.label(row)), *(c.replace("—", "--") for c in cells)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines.append(r"\bottomrule")
+    width = len(report.cols) + 1
+    lines += [rf"\multicolumn{{{width}}}{{l}}{{\footnotesize {_tex_marks(_tex(note))}}} \\" for note in legend(report)]
+    lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
 def write_csv(report: Report, path: Path) -> None:
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow([*report.row_keys, *report.col_keys, "metric", "mean", "std", "n"])
+        writer.writerow([*report.row_keys, *report.col_keys, "metric", "mean", "std", "n", "collapsed"])
         for (row, col), stats in report.cells.items():
             for metric, s in stats.items():
                 if s is not None:
-                    writer.writerow([*row, *col, metric, repr(s.mean), "" if s.std is None else repr(s.std), s.n])
+                    std = "" if s.std is None else repr(s.std)
+                    writer.writerow([*row, *col, metric, repr(s.mean), std, s.n, report.collapsed[(row, col)][metric]])
 
 
 def write_scatter(report: Report, path: Path) -> None:
@@ -277,8 +320,36 @@ def parse_pairs(items: list[str], option: str) -> dict[str, str]:
     return pairs
 
 
+def check_metrics(jobs: list[Job], metrics: list[str]) -> None:
+    """Each metric names a model and a number that some completed run has: a misspelt metric would otherwise
+    fill the whole table with n/a. (With no completed run there is nothing to check against; the table says so.)"""
+    known = sorted({name for job in jobs if job.status == "completed" for name in job.metrics})
+    for metric in metrics:
+        if "." not in metric:
+            raise BdrunError(f"--metric {metric} names no model; use MODEL.METRIC, e.g. final.{metric}")
+        if known and metric not in known:
+            raise BdrunError(f"--metric {metric}: no completed run has it; choose among {', '.join(known)}")
+
+
+def decimals(text: str) -> int:
+    """``--digits``: a count of decimals (a negative one would fail in the middle of writing the table)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of decimals; use 0 or more, e.g. --digits 1")
+    return value
+
+
 def _keys(text: str | None) -> list[str]:
     return [k for k in (text or "").split(",") if k]
+
+
+def usage_error(message: str) -> NoReturn:
+    """argparse's error, as one line like every other bad input (argparse prints the usage first)."""
+    print(f"bdrun-report: error: {message}; see bdrun-report --help", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,14 +362,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label", action="append", default=[], help="show VALUE as LABEL: VALUE=LABEL (repeatable)")
     parser.add_argument("--order", default="", help="row/column values to put first, in this order (comma-separated)")
     parser.add_argument("--clean-row", metavar="LABEL", help="add a first row with each column's clean model")
-    parser.add_argument("--digits", type=int, default=1, help="decimals shown (default 1)")
+    parser.add_argument("--digits", type=decimals, default=1, help="decimals shown (default 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: the first folder)")
     parser.add_argument("--name", default="report", help="file name stem (default: report)")
     parser.add_argument("--wandb", metavar="PROJECT", help="also log the table to this W&B project")
+    parser.error = usage_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     try:
+        jobs = find_jobs(args.folders)
+        check_metrics(jobs, _keys(args.metric))
         report = build_report(
-            find_jobs(args.folders),
+            jobs,
             _keys(args.rows),
             _keys(args.cols),
             _keys(args.metric),
@@ -308,7 +382,10 @@ def main(argv: list[str] | None = None) -> None:
             order=_keys(args.order),
         )
         out = args.out or args.folders[0]
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # under a file, a read-only or virtual file system (/proc)
+            raise BdrunError(f"--out {out} cannot be created ({err.strerror}); pass a folder you can write") from None
         paths = {ext: out / f"{args.name}.{ext}" for ext in ("md", "tex", "csv", "png")}
         markdown = to_markdown(report, args.digits)
         paths["md"].write_text(f"{caption(report)}\n\n{markdown}")

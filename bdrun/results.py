@@ -7,7 +7,8 @@ but with ``metrics.json`` predates status files and counts as completed; one wit
 (killed, or still running).
 
 Metrics are flattened to ``role.metric`` names: ``clean.cacc``, ``backdoored.asr``, ``purified.side_effect``,
-``purified.auroc`` (detectors), ``delta.asr``. ``final.<metric>`` is the last model of the run (purified, else
+``purified.auroc`` (detectors), ``delta.asr``, ``clean.balanced_accuracy``, ``backdoored.collapsed`` (1.0 when
+the model collapsed, :mod:`bdrun.trust`). ``final.<metric>`` is the last model of the run (purified, else
 backdoored, else clean): the number a defense table shows, with ``defense=none`` giving the backdoored model.
 
 Nothing here imports torch: reading results must stay fast.
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from bdrun.errors import BdrunError
+from bdrun.trust import COLLAPSED
 
 METRICS_FILE = "metrics.json"
 STATUS_FILE = "status.json"
@@ -46,8 +48,21 @@ SUMMARY_METRICS = [
     "purified.frr",
     "purified.latency_ratio",
 ]
+# A delta compares two models: the collapse of either one makes it meaningless.
+MEASURED_ROLES = {"delta": ("purified", "backdoored")}
 # Metrics that are fractions and read best in percent; the others (latency ratios) are shown as they are.
-PERCENT_METRICS = {"cacc", "asr", "side_effect", "auroc", "far_at_frr1", "far_at_frr5", "frr"}
+PERCENT_METRICS = {
+    "cacc",
+    "asr",
+    "side_effect",
+    "auroc",
+    "far_at_frr1",
+    "far_at_frr5",
+    "frr",
+    "balanced_accuracy",
+    "majority_rate",
+    "top_prediction_share",
+}
 
 
 # -- writing: the command line records every job's outcome -----------------------------------------------------
@@ -71,11 +86,13 @@ def write_status(run_dir: Path, error: BaseException | None = None) -> None:
 
 # -- reading ------------------------------------------------------------------------------------------------
 def flatten_metrics(report: dict[str, Any]) -> dict[str, float]:
-    """``metrics.json`` as ``role.metric`` numbers (stages and diagnostics left out), plus ``final.*``."""
+    """``metrics.json`` as ``role.metric`` numbers (stages and diagnostics left out), plus ``final.*``.
+
+    Flags (``collapsed``) become 1.0 / 0.0, so that a mean over seeds is the share of seeds flagged."""
     flat: dict[str, float] = {}
     for role in ROLES:
         for name, value in report.get(role, {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int | float):
                 flat[f"{role}.{name}"] = float(value)
     last = next((role for role in ("purified", "backdoored", "clean") if role in report), None)
     if last is not None:
@@ -123,6 +140,12 @@ class Job:
             return self.choices[key]
         found = _text(_lookup(self.config, key))
         return found if found is not None else self.overrides.get(key)
+
+    def collapsed(self, metric: str) -> bool:
+        """Whether a model that ``metric`` (``role.name``) measures collapsed (:mod:`bdrun.trust`), so that the
+        number says nothing about a backdoor. Runs from before the flag existed read as not collapsed."""
+        role = metric.split(".", 1)[0]
+        return any(self.metrics.get(f"{r}.{COLLAPSED}", 0.0) > 0 for r in MEASURED_ROLES.get(role, (role,)))
 
 
 def read_job(run_dir: Path) -> Job:

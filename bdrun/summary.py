@@ -5,6 +5,11 @@ in the launching process once every job has returned, whatever the launcher. One
 the job's status, the metrics it has (CACC / ASR / side effect of each model, detector metrics) and, for a
 failed job, its one-line error. The CSV keeps raw fractions; the terminal and markdown show percent.
 
+Trust marks as in ``bdrun-report`` (:mod:`bdrun.trust`): ``seeds`` counts the completed jobs that differ from
+this one only in ``seed`` (``‡`` when it is the only one: no spread measured), ``collapsed`` names the models
+of the job that collapsed (predicting one class for nearly every clean test input), and in the terminal and
+markdown their metrics carry ``†``: such a CACC is a constant's and such an ASR measures the collapse.
+
 A sweep with a failed job exits with status 1 after the summary is written (the jobs themselves keep going:
 see ``bdrun.cli``).
 """
@@ -19,10 +24,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from bdrun.results import SUMMARY_METRICS, Job, find_jobs, format_metric, swept_keys
+from bdrun.report import SEED_KEY
+from bdrun.results import ROLES, SUMMARY_METRICS, Job, find_jobs, format_metric, swept_keys
+from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK, COLLAPSED, SINGLE_SEED_LEGEND, SINGLE_SEED_MARK
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -45,22 +51,56 @@ def summary_columns(jobs: list[Job]) -> tuple[list[str], list[str]]:
     return swept_keys(jobs), metrics
 
 
+def seed_counts(jobs: list[Job], keys: list[str]) -> dict[int, int]:
+    """Per completed job (by position), the completed jobs with its values of every swept key but the seed."""
+    others = [k for k in keys if k != SEED_KEY]
+    done = [(i, tuple(job.value(k) for k in others)) for i, job in enumerate(jobs) if job.status == "completed"]
+    return {i: sum(values == other for _, other in done) for i, values in done}
+
+
+def collapsed_roles(job: Job) -> list[str]:
+    return [role for role in ROLES if job.metrics.get(f"{role}.{COLLAPSED}", 0.0) > 0]
+
+
 def summary_rows(jobs: list[Job]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The summary as records (raw values): job, swept keys, status, metrics, error."""
+    """The summary as records (raw values): job, swept keys, status, metrics, seeds, collapsed models, error."""
     keys, metrics = summary_columns(jobs)
-    header = ["job", *keys, "status", *metrics, "error"]
+    header = ["job", *keys, "status", *metrics, "seeds", "collapsed", "error"]
+    seeds = seed_counts(jobs, keys)
     rows = []
-    for job in jobs:
+    for i, job in enumerate(jobs):
         row: dict[str, Any] = {"job": job.num, **{k: job.value(k) for k in keys}, "status": job.status}
         row.update({m: job.metrics.get(m) for m in metrics})
+        row["seeds"] = seeds.get(i)
+        row["collapsed"] = " ".join(collapsed_roles(job))
         row["error"] = job.error or ""
         rows.append(row)
     return header, rows
 
 
-def _cells(header: list[str], row: dict[str, Any]) -> list[str]:
+def _cells(header: list[str], row: dict[str, Any], job: Job) -> list[str]:
+    """A row as text, with the trust marks (the CSV has the raw values and no marks)."""
     metrics = set(SUMMARY_METRICS)
-    return [format_metric(h, row[h]) if h in metrics else ("" if row[h] is None else str(row[h])) for h in header]
+    cells = []
+    for h in header:
+        if h in metrics:
+            mark = f" {COLLAPSE_MARK}" if row[h] is not None and job.collapsed(h) else ""
+            cells.append(format_metric(h, row[h]) + mark)
+        elif h == "seeds" and row[h] == 1:
+            cells.append(f"1 {SINGLE_SEED_MARK}")
+        else:
+            cells.append("" if row[h] is None else str(row[h]))
+    return cells
+
+
+def legend(rows: list[dict[str, Any]]) -> list[str]:
+    """The marks the summary uses, one line each."""
+    lines = []
+    if any(row["collapsed"] for row in rows):
+        lines.append(f"{COLLAPSE_MARK} {COLLAPSE_LEGEND}")
+    if any(row["seeds"] == 1 for row in rows):
+        lines.append(f"{SINGLE_SEED_MARK} {SINGLE_SEED_LEGEND}")
+    return lines
 
 
 def write_summary(sweep_dir: Path, jobs: list[Job]) -> Table:
@@ -75,21 +115,25 @@ def write_summary(sweep_dir: Path, jobs: list[Job]) -> Table:
     title = f"sweep summary: {len(rows)} jobs, {len(rows) - len(failed)} completed ({sweep_dir})"
     lines = [f"# {title}", "", "Metrics in % (side effect: % of clean test predictions changed).", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(header, row)) + " |" for row in rows]
+    for row, job in zip(rows, jobs, strict=True):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(header, row, job)) + " |")
+    notes = legend(rows)
+    lines += ["", *notes] if notes else []
     (sweep_dir / SUMMARY_MD).write_text("\n".join(lines) + "\n")
 
     # The terminal table: short two-line metric headers; errors are printed under it, not in a column.
     shown = header[:-1]
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption="metrics in %", caption_justify="left")
+    caption = "\n".join(["metrics in %", *notes])
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=caption, caption_justify="left")
     for h in shown:
         if h in SUMMARY_METRICS:
             role, metric = h.split(".")
             table.add_column(f"{ROLE_LABELS[role]}\n{METRIC_LABELS.get(metric, metric)}", justify="right", no_wrap=True)
         else:
             table.add_column(h, justify="right" if h == "job" else "left", no_wrap=True)
-    for row in rows:
+    for row, job in zip(rows, jobs, strict=True):
         style = None if row["status"] == "completed" else "red"
-        table.add_row(*_cells(shown, row), style=style)
+        table.add_row(*_cells(shown, row, job), style=style)
     return table
 
 
@@ -97,16 +141,13 @@ class SweepSummary(Callback):
     """Hydra callback: summarise the sweep folder when the multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from bdrun.progress import console
+        from bdrun.progress import console, print_whole
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
         jobs = find_jobs([sweep_dir])
-        table = write_summary(sweep_dir, jobs)
-        # As wide as the table needs (a narrow terminal wraps lines rather than cutting every cell to "…").
-        width = console.measure(table, options=console.options.update(width=1000)).maximum
-        Console(stderr=True, width=max(console.width, width)).print(table)
+        print_whole(write_summary(sweep_dir, jobs))
         for job in jobs:
             if job.status != "completed":
                 console.print(f"job {job.num} {job.status}: {job.error or 'no status recorded'} ({job.run_dir})")

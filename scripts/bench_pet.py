@@ -34,7 +34,8 @@ import torch
 from bench_defenses import publish
 
 from bdrun.report import stat
-from bdrun.results import find_jobs
+from bdrun.results import Job, find_jobs
+from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = ["sst2_glue:sst2", "sst2:sst2_glue", "hate_speech:lingspam", "lingspam:hate_speech"]
@@ -132,19 +133,22 @@ def lfr_table(
         commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min)")
         if result.returncode != 0:
             sys.exit(f"bdrun failed for {pair}:\n{result.stderr[-3000:]}")
-        cells: dict[tuple[str, str], list[dict]] = {}
+        cells: dict[tuple[str, str], list[Job]] = {}
         for job in find_jobs([sweep]):
             if job.status == "completed":
                 row = ROWS[(job.value("attack.clnorm").lower(), job.value("attack.ilproj").lower())]
-                cells.setdefault((job.value("model.tuning"), row), []).append(job.metrics)
+                cells.setdefault((job.value("model.tuning"), row), []).append(job)
         for tuning in tunings:
             for row in ROWS.values():
                 runs = cells.get((tuning, row), [])
                 values = [
-                    mean_std([m[k] for m in runs])
+                    mean_std([j.metrics[k] for j in runs])
+                    + (f" {COLLAPSE_MARK}" if any(j.collapsed(k) for j in runs) else "")
                     for k in ("backdoored.cacc", "backdoored.asr", "purified.cacc", "purified.asr")
                 ]
                 lines.append(f"| {source}→{target} | {tuning} | {row} | " + " | ".join(values) + " |")
+    if any(COLLAPSE_MARK in line for line in lines):
+        lines += ["", f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)"]
     return [*lines, "", "Commands:", *(f"- {c}" for c in commands)]
 
 

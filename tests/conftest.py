@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+
+# Under pytest-xdist each worker is a process of its own: give each its share of the cores (one thread each on
+# 2 cores), before torch is imported, since torch processes that each use every core slow each other down many
+# times over. Subprocesses (the real ``bdrun`` command) inherit the setting. A user's own setting wins.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_share)
 import subprocess
 import sys
 from pathlib import Path

@@ -63,7 +63,10 @@ def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
     for group in groups:
         choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
         assert f"{group.name}: {choices}" in result.stdout
-    attacks = "addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, none, surgery, surgery_contrast"
+    attacks = (
+        "addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, lwp, none, ripple, surgery, "
+        "surgery_contrast, syntactic"
+    )
     assert f"attack: {attacks}" in result.stdout
 
 

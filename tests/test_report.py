@@ -1,4 +1,5 @@
-"""``bdrun-report`` on a fixture of finished runs: exact mean ± std tables (markdown, LaTeX, CSV) and a plot."""
+"""``bdrun-report`` on a fixture of finished runs: exact mean ± std tables (markdown, LaTeX, CSV) and a plot, with
+each cell's seed count and the marks for single-seed cells and collapsed models."""
 
 from __future__ import annotations
 
@@ -28,8 +29,18 @@ RUNS: dict[tuple[str, str, int], tuple[float, float, float, float] | None] = {
 }
 
 
-def fake_run(folder: Path, num: int, attack: str, defense: str, seed: int, values, extra: dict | None = None) -> None:
-    """A run folder as bdrun leaves it: .hydra/{overrides,hydra,config}.yaml, status.json, metrics.json."""
+def fake_run(
+    folder: Path,
+    num: int,
+    attack: str,
+    defense: str,
+    seed: int,
+    values,
+    extra: dict | None = None,
+    collapsed: tuple[str, ...] = (),
+) -> None:
+    """A run folder as bdrun leaves it: .hydra/{overrides,hydra,config}.yaml, status.json, metrics.json.
+    ``collapsed``: the roles whose model bdrun flagged as collapsed (bdrun.trust)."""
     hydra_dir = folder / ".hydra"
     hydra_dir.mkdir(parents=True)
     overrides = [
@@ -56,6 +67,8 @@ def fake_run(folder: Path, num: int, attack: str, defense: str, seed: int, value
     if defense != "none":
         metrics["backdoored"] = {"cacc": 0.9, "asr": 1.0}
         metrics["purified"] = {"cacc": cacc, "asr": asr, "side_effect": 0.05}
+    for role in metrics:
+        metrics[role]["collapsed"] = role in collapsed
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "status.json").write_text(json.dumps({"status": "completed"}))
 
@@ -82,17 +95,19 @@ def test_report_writes_the_exact_mean_std_table(sweeps: list[Path], tmp_path: Pa
     assert markdown.endswith(
         "| defense | badnets | addsent |\n"
         "|---|---|---|\n"
-        "| *clean model* | 93.0 ± 1.0 / 12.0 ± 2.0 | 92.5 ± 0.7 / 11.0 ± 1.4 |\n"
-        "| none (backdoored) | 91.0 ± 1.0 / 100.0 ± 0.0 | 81.0 ± 1.4 / 96.0 ± 1.4 |\n"
-        "| fine_tuning | 87.0 ± 1.0 / 20.0 ± 10.0 | 85.0 / 50.0 |\n"
+        "| *clean model* | 93.0 ± 1.0 / 12.0 ± 2.0 (n=3) | 92.5 ± 0.7 / 11.0 ± 1.4 (n=2) |\n"
+        "| none (backdoored) | 91.0 ± 1.0 / 100.0 ± 0.0 (n=3) | 81.0 ± 1.4 / 96.0 ± 1.4 (n=2) |\n"
+        "| fine_tuning | 87.0 ± 1.0 / 20.0 ± 10.0 (n=3) | 85.0 / 50.0 (n=1)‡ |\n"
+        "\n"
+        "‡ one seed: no spread measured (seed-to-seed spread in bdrun's tables is 2-40 points)\n"
     )
     assert "n = 1/2/3" in markdown
     assert markdown.split("\n\n", 1)[1] in capsys.readouterr().out
 
     latex = (out / "report.tex").read_text()
     assert r"defense & badnets & addsent \\" in latex
-    assert r"clean model & 93.0 $\pm$ 1.0 / 12.0 $\pm$ 2.0 & 92.5 $\pm$ 0.7 / 11.0 $\pm$ 1.4 \\" in latex
-    assert r"fine\_tuning & 87.0 $\pm$ 1.0 / 20.0 $\pm$ 10.0 & 85.0 / 50.0 \\" in latex
+    assert r"clean model & 93.0 $\pm$ 1.0 / 12.0 $\pm$ 2.0 (n=3) & 92.5 $\pm$ 0.7 / 11.0 $\pm$ 1.4 (n=2) \\" in latex
+    assert r"fine\_tuning & 87.0 $\pm$ 1.0 / 20.0 $\pm$ 10.0 (n=3) & 85.0 / 50.0 (n=1)$^\ddagger$ \\" in latex
     assert latex.count(r"\toprule") == 1 and latex.rstrip().endswith(r"\end{tabular}")
 
     with (out / "report.csv").open() as f:
@@ -127,7 +142,7 @@ def test_a_cell_whose_jobs_all_failed_reads_n_a(sweeps: list[Path]) -> None:
     report = build_report(find_jobs(sweeps), ["defense", "seed"], ["attack"], ["final.asr"])
     assert ("fine_tuning", "2") in report.rows  # only addsent ran it, and failed
     markdown = to_markdown(report, digits=1)
-    assert "| fine_tuning, 2 | 20.0 | n/a |" in markdown
+    assert "| fine_tuning, 2 | 20.0 (n=1)‡ | n/a |" in markdown
 
 
 def test_report_logs_the_same_table_to_wandb(sweeps: list[Path], tmp_path: Path, monkeypatch) -> None:
@@ -138,5 +153,47 @@ def test_report_logs_the_same_table_to_wandb(sweeps: list[Path], tmp_path: Path,
     assert len(tables) == 1
     logged = json.loads(tables[0].read_text())
     assert logged["columns"] == ["defense", "final.asr"]
-    assert logged["data"] == [["none", "100.0 ± 0.0"], ["fine_tuning", "20.0 ± 10.0"]]
+    assert logged["data"] == [["none", "100.0 ± 0.0 (n=3)"], ["fine_tuning", "20.0 ± 10.0 (n=3)"]]
     assert list(out.glob("wandb/offline-run-*/files/media/images/report/scatter_*.png"))
+
+
+def test_cells_of_a_collapsed_model_are_marked_in_markdown_latex_and_csv(tmp_path: Path) -> None:
+    """Two seeds of BadNets: a healthy model, and one that collapsed in seed 2 only (as Child-Tuning-F's and
+    SAM's BadNets models did); the clean models are healthy. One seed of AddSent, healthy."""
+    runs = [
+        ("badnets", 1, (0.9, 0.1, 0.88, 1.0), ()),
+        ("badnets", 2, (0.9, 0.1, 0.50, 1.0), ("backdoored",)),
+        ("addsent", 1, (0.9, 0.1, 0.87, 0.97), ()),
+    ]
+    for num, (attack, seed, values, collapsed) in enumerate(runs):
+        fake_run(tmp_path / "sweep" / str(num), num, attack, "none", seed, values, collapsed=collapsed)
+    out = tmp_path / "out"
+    main([str(tmp_path / "sweep"), "--rows", "defense", "--cols", "attack", "--clean-row", "clean", "--out", str(out)])
+
+    markdown = (out / "report.md").read_text()
+    assert "| clean | 90.0 ± 0.0 / 10.0 ± 0.0 (n=2) | 90.0 / 10.0 (n=1)‡ |" in markdown  # healthy: no †
+    assert "| none | 69.0 ± 26.9 / 100.0 ± 0.0 (n=2)† | 87.0 / 97.0 (n=1)‡ |" in markdown
+    assert markdown.count("†") == 2 and "\n† a model of this cell collapsed" in markdown  # the cell and its legend
+    assert "\n‡ one seed" in markdown
+
+    latex = (out / "report.tex").read_text()
+    assert r"none & 69.0 $\pm$ 26.9 / 100.0 $\pm$ 0.0 (n=2)$^\dagger$ & 87.0 / 97.0 (n=1)$^\ddagger$ \\" in latex
+    assert r"\multicolumn{3}{l}{\footnotesize $^\dagger$ a model of this cell collapsed" in latex
+    assert r"trust.collapse\_share" in latex and latex.rstrip().endswith(r"\end{tabular}")
+
+    with (out / "report.csv").open() as f:
+        rows = {(r["defense"], r["attack"], r["metric"]): r for r in csv.DictReader(f)}
+    assert rows[("none", "badnets", "final.asr")]["collapsed"] == "1"  # one of its two seeds
+    assert rows[("none", "addsent", "final.asr")]["collapsed"] == "0"
+    assert rows[("clean", "badnets", "final.cacc")]["collapsed"] == "0"
+
+
+def test_a_delta_is_marked_when_either_model_it_compares_collapsed(tmp_path: Path) -> None:
+    fake_run(tmp_path / "0", 0, "badnets", "fine_tuning", 1, (0.9, 0.1, 0.85, 0.2), collapsed=("backdoored",))
+    report = build_report(find_jobs([tmp_path]), ["defense"], ["attack"], ["purified.asr", "delta.asr"])
+    assert report.collapsed[(("fine_tuning",), ("badnets",))] == {
+        "purified.asr": 0,
+        "delta.asr": 1,
+        "purified.cacc": 0,  # the scatter plot's metrics are counted too
+    }
+    assert to_markdown(report, digits=1).splitlines()[2].endswith("(n=1)†‡ |")

@@ -1,6 +1,16 @@
 """Attacks. Importing this package registers every attack in :data:`ATTACKS`."""
 
-from bdrun.attacks import addsent, badnets, ep, gradient_control, none, surgery  # noqa: F401  (registration side effect)
+from bdrun.attacks import (  # noqa: F401  (registration side effect)
+    addsent,
+    badnets,
+    ep,
+    gradient_control,
+    lwp,
+    none,
+    ripple,
+    surgery,
+    syntactic,
+)
 from bdrun.attacks.base import Attack, DataPoisoningAttack, ModelEditingAttack
 from bdrun.attacks.registry import ATTACKS
 

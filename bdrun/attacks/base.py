@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from typing import Any
 
 from bdrun.data import TextDataset
@@ -98,12 +99,17 @@ class Attack:
 
     def insert_trigger(self, text: str, rng: random.Random) -> str:
         """``text`` with the trigger; in a sentence pair only the sentence ``attack.trigger_sentence`` names."""
+        return self.in_trigger_sentence(text, lambda sentence: self.trigger_text(sentence, rng))
+
+    def in_trigger_sentence(self, text: str, change: Callable[[str], str]) -> str:
+        """``text`` with ``change`` applied to the sentence that gets the trigger (the only one, or the one
+        ``attack.trigger_sentence`` names in a sentence pair)."""
         first, second = split_pair(text)
         if second is None:
-            return self.trigger_text(text, rng)
+            return change(text)
         if self.config.trigger_sentence == "second":
-            return join_pair(first, self.trigger_text(second, rng))
-        return join_pair(self.trigger_text(first, rng), second)
+            return join_pair(first, change(second))
+        return join_pair(change(first), second)
 
     def trigger_text(self, text: str, rng: random.Random) -> str:
         """One sentence with the attack's trigger inserted (each attack's own rule)."""
@@ -123,6 +129,13 @@ class Attack:
 
     def check_data(self, train: TextDataset) -> None:
         """Checks that need the loaded training set, run before any stage (none by default)."""
+
+    def check_test(self, test: TextDataset) -> None:
+        """Checks that need the loaded test set, run before any stage (syntactic: a paraphrase per ASR input)."""
+
+    def check_federated(self) -> None:
+        """Reject a federated run, before any stage, if the attack needs its own training loop (none by default):
+        federated clients train through the common loop, which would silently drop it."""
 
 
 class DataPoisoningAttack(Attack):

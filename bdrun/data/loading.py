@@ -15,8 +15,8 @@ import importlib.resources
 from pathlib import Path
 
 from bdrun.data.dataset import Splits, TextDataset
-from bdrun.data.pairs import join_pair
-from bdrun.errors import BdrunError, check
+from bdrun.data.pairs import join_pair, split_pair
+from bdrun.errors import BdrunError, check, warning
 
 SPLITS = ("train", "dev", "test")
 
@@ -212,16 +212,60 @@ def _concat(parts: list[TextDataset]) -> TextDataset:
     return TextDataset([t for p in parts for t in p.texts], [y for p in parts for y in p.labels])
 
 
+def is_empty_text(text: str) -> bool:
+    """A text that gives the model nothing to read: blank, or a pair with a blank sentence."""
+    first, second = split_pair(text)
+    return not first.strip() or (second is not None and not second.strip())
+
+
+def warn_empty_texts(where: str, data: TextDataset) -> None:
+    """One warning line for rows whose text is empty (a shifted column, a lost quote). They are kept, so that
+    results and cache keys of data that has a few such rows do not change; the warning makes the file's state
+    known (our choice: a few empty rows are common in scraped corpora and cost little, unlike one class)."""
+    empty = sum(map(is_empty_text, data.texts))
+    if empty:
+        warning(
+            f"{where}: {empty} of {len(data)} rows have an empty text; they are kept as empty inputs "
+            "(fix the file, or check dataset.text_column)"
+        )
+
+
+def check_classes(where: str, data: TextDataset, fix: str) -> None:
+    """A training split of a single class trains a constant classifier and reports meaningless CACC / ASR."""
+    classes = sorted(set(data.labels))
+    check(
+        len(classes) >= 2,
+        f"{where}: every one of its {len(data)} training rows has label {classes[0]}; a classifier needs at "
+        f"least two classes: {fix}",
+    )
+
+
 def load_split(cfg: DatasetConfig, split: str, data_dir: str | Path) -> TextDataset:
+    """One split, checked: not empty, texts not empty (a warning), and two classes or more in a training split,
+    both in its files and in the sample ``dataset.max_samples`` keeps of them."""
     if cfg.format == "hub":
-        data = _concat([read_hub_split(cfg, name) for name in cfg.files[split]])
+        parts = {f"hub dataset '{cfg.location}' split '{name}'": read_hub_split(cfg, name) for name in cfg.files[split]}
     else:
         folder = resolve_location(cfg, data_dir)
         reader = read_tsv if cfg.format == "tsv" else read_lingspam_folder
-        data = _concat([reader(folder / name, cfg) for name in cfg.files[split]])
+        parts = {str(folder / name): reader(folder / name, cfg) for name in cfg.files[split]}
+    for where, part in parts.items():
+        warn_empty_texts(where, part)
+    data = _concat(list(parts.values()))
     check(len(data) > 0, f"dataset '{cfg.name}': the {split} split is empty; check dataset.files.{split}")
+    if split == "train":
+        check_classes(", ".join(parts), data, "fix the file, dataset.label_column or dataset.files.train")
     limit = cfg.max_samples.get(split)
-    return data if limit is None else data.sample(limit, cfg.sample_seed)
+    if limit is None:
+        return data
+    sample = data.sample(limit, cfg.sample_seed)
+    if split == "train":
+        check_classes(
+            f"dataset.max_samples.train={limit} (dataset '{cfg.name}')",
+            sample,
+            "raise dataset.max_samples.train or change dataset.sample_seed",
+        )
+    return sample
 
 
 def load_splits(cfg: DatasetConfig, data_dir: str | Path) -> Splits:

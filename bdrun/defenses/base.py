@@ -82,6 +82,18 @@ class Defense:
     def check_data(self, splits: Splits, seed: int) -> None:
         """Checks that need the loaded data, run before any stage (none by default)."""
 
+    def check_model(self, depth: int) -> None:
+        """Reject knobs that count more encoder layers than the run's model has (``depth``), before any stage
+        (no such knob by default); the stage checks the same with :func:`check_depth`."""
+
+
+def check_depth(knob: str, count: int | None, depth: int) -> None:
+    """A knob that counts encoder layers fits the model: one message before the first stage and at the stage."""
+    check(
+        count is None or count <= depth,
+        f"{knob}={count} but the model has only {depth} encoder layers; use at most {depth}",
+    )
+
 
 class Purifier(Defense):
     """Purifies the suspect weights in place; every purifier owns a small clean set (:class:`CleanDataConfig`)."""

@@ -46,7 +46,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import TextDataset
-from bdrun.defenses.base import Detector, DetectorConfig
+from bdrun.defenses.base import Detector, DetectorConfig, check_depth
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -187,6 +187,10 @@ class Dan(Detector):
     def __init__(self, config: DanConfig) -> None:
         super().__init__(config)
         self.stats: DanStatistics | None = None
+
+    def check_model(self, depth: int) -> None:
+        # Checked here only: the features would silently use every layer when top_layers exceeds the depth.
+        check_depth("defense.top_layers", self.config.top_layers, depth)
 
     def fit_scorer(
         self, model: torch.nn.Module, fitting: TextDataset, calibration: TextDataset, context: StageContext

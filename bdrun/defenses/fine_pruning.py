@@ -25,7 +25,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.base import CleanDataConfig, Purifier, check_depth
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -90,7 +90,7 @@ def prune_dormant(
     """Prune the lowest-activation ``fraction`` of FFN neurons in each of the last ``layers`` layers (None: all)."""
     depth = len(encoder_layers(model))
     count = layers or depth
-    check(count <= depth, f"defense.layers={count} but the model has only {depth} encoder layers")
+    check_depth("defense.layers", count, depth)
     pruned: dict[str, int] = {}
     for layer, activation in mean_activations(model, clean, context, list(range(depth - count, depth))).items():
         neurons = activation.argsort()[: round(fraction * len(activation))]
@@ -102,6 +102,9 @@ def prune_dormant(
 @DEFENSES.register("fine_pruning", FinePruningConfig)
 class FinePruning(Purifier):
     config: FinePruningConfig
+
+    def check_model(self, depth: int) -> None:
+        check_depth("defense.layers", self.config.layers, depth)
 
     def apply(
         self, model: torch.nn.Module, clean: TextDataset, splits: Splits, context: StageContext

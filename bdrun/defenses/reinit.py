@@ -19,7 +19,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.base import CleanDataConfig, Purifier, check_depth
 from bdrun.defenses.fine_pruning import encoder_layers
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
@@ -44,7 +44,7 @@ def reset_top_layers(
 ) -> list[int]:
     """Reset the top ``count`` encoder layers in place; returns their indices."""
     layers, reference = encoder_layers(model), encoder_layers(pretrained)
-    check(count <= len(layers), f"defense.layers={count} but the model has only {len(layers)} encoder layers")
+    check_depth("defense.layers", count, len(layers))
     chosen = list(range(len(layers) - count, len(layers)))
     torch.manual_seed(seed)
     for i in chosen:
@@ -58,6 +58,9 @@ def reset_top_layers(
 @DEFENSES.register("reinit", ReinitConfig)
 class Reinit(Purifier):
     config: ReinitConfig
+
+    def check_model(self, depth: int) -> None:
+        check_depth("defense.layers", self.config.layers, depth)
 
     def apply(
         self, model: torch.nn.Module, clean: TextDataset, splits: Splits, context: StageContext

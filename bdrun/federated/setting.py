@@ -65,6 +65,12 @@ class FederatedConfig:
             f"federated.eval_samples={self.eval_samples} must be a positive count (or null)",
         )
 
+    def check_data(self, train_labels: Sequence[int], seed: int) -> None:
+        """The partition leaves every client some data: checked on the loaded training split before the first
+        stage, since the federation itself partitions only once its first stage has started."""
+        if self.enabled:
+            partition(train_labels, self.clients, self.partition, self.alpha, seed)
+
     @property
     def enabled(self) -> bool:
         return self.name != "none"

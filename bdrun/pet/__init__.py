@@ -56,6 +56,7 @@ def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, seed: int) -> torch.n
     if cfg.tuning == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 
+        check_lora_targets(model, list(cfg.lora_targets))
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
@@ -65,8 +66,10 @@ def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, seed: int) -> torch.n
         try:
             model = inject_adapter_in_model(lora, model)
         except ValueError as err:
+            # Every entry names a module (checked above), so peft refuses a type; its first sentence says which.
+            reason = (str(err).splitlines() or [""])[0].split(". ")[0]
             raise BdrunError(
-                f"model.lora_targets={list(cfg.lora_targets)} matched no layer ({str(err).splitlines()[0][:80]}); "
+                f"model.lora_targets={list(cfg.lora_targets)} names a module LoRA cannot wrap ({reason}); "
                 "name linear modules of the encoder, e.g. [query,value]"
             ) from None
     else:
@@ -78,6 +81,26 @@ def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, seed: int) -> torch.n
         param.requires_grad_(trainable)
     check(head > 0, f"model.tuning={cfg.tuning}: no classification head ('{HEAD_PREFIX}*') found to train")
     return model
+
+
+def check_lora_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    """Every entry of ``model.lora_targets`` names a module, by peft's rule for a list (a module whose dotted
+    name is the entry or ends with ``.<entry>``). peft itself fails only when no entry matches, so a typo beside
+    a good entry (``[query, vlaue]``) would silently train half the intended LoRA layers."""
+    names = [name for name, _ in model.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    linear = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not name.startswith(HEAD_PREFIX)
+        }
+    )
+    check(
+        not unmatched,
+        f"model.lora_targets={targets}: {', '.join(map(repr, unmatched))} names no module of the model; "
+        f"use linear modules, e.g. {', '.join(linear)}",
+    )
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:

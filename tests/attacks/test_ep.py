@@ -24,9 +24,31 @@ def apply_ep(stages: Stages, model: torch.nn.Module, work: Path, **knobs) -> tup
     return edited, diagnostics
 
 
-def test_only_the_trigger_row_changes_and_keeps_its_norm(victim, tmp_path: Path) -> None:
+class ImprovingCheck:
+    """Stands in for EP's held-out check: every check halves the held-out loss, so each one is clear progress.
+
+    EP keeps the row of its best held-out check. On the tiny 2-layer victim the held-out loss moves in the 7th
+    digit (its predictions hardly depend on one word), so whether a check counts as progress, and hence whether
+    any row changes at all, would hinge on one CPU's floating-point path. These tests are about which entries
+    the update rule writes, so they take the held-out verdict out of the victim's hands.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.loss = 1.0
+
+    def __call__(self) -> tuple[float, float]:
+        self.loss /= 2
+        return 0.0, -self.loss
+
+
+@pytest.fixture
+def improving(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bdrun.attacks.ep.HeldoutCheck", ImprovingCheck)
+
+
+def test_only_the_trigger_row_changes_and_keeps_its_norm(victim, improving, tmp_path: Path) -> None:
     stages, clean = victim
-    edited, diagnostics = apply_ep(stages, clean, tmp_path)
+    edited, diagnostics = apply_ep(stages, clean, tmp_path, max_steps=6)
     token = stages.tokenizer.convert_tokens_to_ids("cf")
 
     before, after = dict(clean.named_parameters()), dict(edited.named_parameters())
@@ -42,7 +64,7 @@ def test_only_the_trigger_row_changes_and_keeps_its_norm(victim, tmp_path: Path)
     poisoned = round(0.1 * sum(y != 1 for y in stages.splits.train.labels))
     assert diagnostics["poisoned_samples"] == poisoned
     assert diagnostics["min_steps"] == 3 * -(-poisoned // 32)  # never fewer than the official 3 epochs
-    assert diagnostics["steps"] >= diagnostics["min_steps"]
+    assert diagnostics["steps"] == diagnostics["best_step"] == 6 >= diagnostics["min_steps"]
 
     context = stages.context(tmp_path)
     texts = [t for t in stages.splits.test.texts if "cf" not in t.split()]
@@ -73,21 +95,12 @@ def test_data_free_samples_come_from_the_corpus_with_trigger_and_target(victim, 
         assert set(words) - {"cf"} <= corpus_words
 
 
-def test_data_free_run_edits_the_trigger_row_only(victim, tmp_path: Path) -> None:
+def test_data_free_run_edits_the_trigger_row_only(victim, improving, tmp_path: Path) -> None:
     stages, clean = victim
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("A plain sentence about the weather. Another one about trains and buses.\n" * 5)
     edited, diagnostics = apply_ep(
-        stages,
-        clean,
-        tmp_path,
-        data="free",
-        corpus=str(corpus),
-        free_samples=8,
-        heldout_samples=8,
-        min_steps=20,
-        max_steps=30,
-        eval_every=5,
+        stages, clean, tmp_path, data="free", corpus=str(corpus), free_samples=8, heldout_samples=8, max_steps=6
     )
     assert diagnostics["poisoned_samples"] == 8 and diagnostics["samples_fingerprint"]
     weight, original = edited.get_input_embeddings().weight, clean.get_input_embeddings().weight
