@@ -2,10 +2,11 @@
 
 A stage's key is a hash of exactly the config that determines its output plus the keys of its inputs, so a
 rerun, or a sweep that changes only later stages, finds earlier outputs and skips them. Outputs are built in a
-temporary folder and renamed into place, so a killed run never leaves a folder that looks complete. Two jobs
-that need the same missing stage (a joblib or SLURM sweep) serialise on a lock file; the second one then
-finds the finished folder and reuses it. Resumable work in progress (training checkpoints) lives in a
-``.<key>.work`` folder that survives a crash and is removed once the stage is complete.
+temporary folder and renamed into place, so a killed run never leaves a folder that looks complete (the next
+build of that stage removes the temporary folder it left). Two jobs that need the same missing stage (a joblib
+or SLURM sweep) serialise on a lock file; the second one then finds the finished folder and reuses it.
+Resumable work in progress (training checkpoints) lives in a ``.<key>.work`` folder that survives a crash and is
+removed once the stage is complete.
 """
 
 from __future__ import annotations
@@ -99,8 +100,11 @@ class StageCache:
                 console.print(f"[green]reused[/] {label} [dim](built by a concurrent job, {final})[/]")
                 return Artifact(stage, key, final, reused=True)
             work = final.parent / f".{key}.work"
+            # Under the lock nobody else builds this key, so any partial folder of it is a killed job's
+            # half-written output: never trusted (it is not the final folder), and removed here, not left to pile up.
+            for stale in final.parent.glob(f".{key}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             partial = final.parent / f".{key}.partial-{os.getpid()}"
-            shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             resuming = work.is_dir() and any(work.iterdir())
             console.print(f"[yellow]{'resuming' if resuming else 'running'}[/] {label}")

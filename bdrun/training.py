@@ -195,6 +195,7 @@ def train(
     optimizer, scheduler = optimizer_spec.build(model, total_steps)
     torch.manual_seed(seed)
     step = _load_checkpoint(checkpoint_dir, model, optimizer, scheduler, gradient_step) if checkpoint_dir else 0
+    resumed_from = step
     if on_step is not None and step > 0:
         on_step(step, total_steps)
     model.train()
@@ -256,4 +257,6 @@ def train(
         "steps": float(total_steps),
         "final_loss": sum(tail) / len(tail),
         "samples_per_second": seen / elapsed if elapsed > 0 else 0.0,
+        # The checkpoint this call continued from (0: none): a rerun's stage metadata says where it picked up.
+        "resumed_from_step": float(resumed_from),
     }

@@ -1,4 +1,4 @@
-"""The defense benchmark: attacks (BadNets, AddSent, EP) × purification defenses on SST-2 with MiniLM.
+"""The defense benchmark: attacks (BadNets, AddSent, EP, syntactic) × purification defenses on SST-2 with MiniLM.
 
 The whole table is ONE Hydra multirun over attacks × defenses, and every attack is poisoned once: the stage
 cache gives every defense of an attack the same backdoored model. The table of CACC / ASR (in %) is
@@ -29,7 +29,8 @@ from bdrun.results import METRICS_FILE, find_jobs
 REPO = Path(__file__).resolve().parent.parent
 # The setting (an experiment preset; --preset) and the defenders' clean set: the defaults' clean_size=0.05 (5%).
 PRESET = "sst2_cpu"
-ATTACKS = {"badnets_cf": "BadNets (`cf`)", "addsent": "AddSent", "ep": "EP (`cf`)"}  # attack choice: table label
+# attack choice: table label (syntactic: Hidden Killer on the released SST-2 paraphrases, docs/attacks.md)
+ATTACKS = {"badnets_cf": "BadNets (`cf`)", "addsent": "AddSent", "ep": "EP (`cf`)", "syntactic": "Syntactic"}
 DEFENSES = [
     "none",
     "fine_tuning",

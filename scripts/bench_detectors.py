@@ -26,6 +26,7 @@ ATTACKS = {  # attack choice: (row name, overrides)
     "badnets": ("BadNets (cf)", ["attack.triggers=[cf]"]),
     "addsent": ("AddSent", []),
     "ep": ("EP (cf)", ["attack.trigger=cf"]),
+    "syntactic": ("Syntactic (Hidden Killer)", []),  # no inserted word: the case word-perturbation detectors miss
 }
 PRESET = "sst2_cpu"  # the setting, an experiment preset (--preset)
 DEFENSES = "dan,dan_cls,strip,rap"  # dan_cls: DAN with [CLS] pooling (conf/defense/dan_cls.yaml)
@@ -93,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument(
-        "--attacks", nargs="*", default=list(ATTACKS), help="attack choices (default: badnets addsent ep)"
+        "--attacks", nargs="*", default=list(ATTACKS), help="attack choices (default: badnets addsent ep syntactic)"
     )
     parser.add_argument("--defenses", default=DEFENSES, help=f"the defense sweep (default: {DEFENSES})")
     parser.add_argument("--preset", default=PRESET, help=f"the setting, an experiment preset (default: {PRESET})")

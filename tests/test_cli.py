@@ -1,13 +1,9 @@
-"""The real ``bdrun`` command: one-line errors, --help, sweeps that reuse stages, and resume after SIGKILL."""
+"""The real ``bdrun`` command: one-line errors, --help, sweeps that reuse stages (SIGKILL and resume: test_faults)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -81,29 +77,6 @@ def test_defense_sweep_poisons_once(tmp_path: Path) -> None:
     assert len(reports) == 2
     first, second = (json.loads(p.read_text()) for p in reports)
     assert first["backdoored"] == second["backdoored"] and "purified" in second
-
-
-def test_sigkill_during_training_then_rerun_completes_with_the_same_metrics(tmp_path: Path) -> None:
-    # Small checkpoints every 2 steps over ~48 steps: the kill lands mid-training, after a checkpoint.
-    args = [*TINY, "dataset.max_samples.train=384", "trainer.batch_size=8", "trainer.checkpoint_every=2", "attack=none"]
-    reference = run_cli([*args, "paths.cache_dir=ref-cache"], tmp_path)
-    assert reference.returncode == 0, reference.stderr[-2000:]
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, "paths.cache_dir=cache"]
-    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list((tmp_path / "cache" / "train").glob(".*.work/*/step-*")) and time.time() < deadline:
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    assert not list((tmp_path / "cache" / "train").glob("*/meta.json")), "killed before the stage completed"
-
-    resumed = run_cli([*args, "paths.cache_dir=cache"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming train" in resumed.stdout + resumed.stderr
-    metrics = sorted((tmp_path / "outputs" / "runs").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
-    assert json.loads(metrics[0].read_text())["clean"] == json.loads(metrics[-1].read_text())["clean"]
 
 
 @pytest.mark.parametrize("mode", ["offline"])

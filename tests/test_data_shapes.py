@@ -15,7 +15,7 @@ from bdrun.errors import BdrunError
 from bdrun.evaluation import triggered_test_inputs
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
-from tests.conftest import compose_config
+from tests.conftest import PRETRAINED, compose_config
 from tests.multiclass import NAMES, write_four_class
 
 
@@ -101,6 +101,7 @@ def test_a_sentence_pair_dataset_trains_with_the_trigger_in_the_second_sentence(
     folder = pair_task(tmp_path / "pairs")
     cfg = compose_config(
         [
+            *PRETRAINED,  # these properties need an encoder that learns the task and the trigger
             "dataset=sst2_glue",
             f"dataset.location={folder}",
             "dataset.text_column=premise",
@@ -131,6 +132,7 @@ def test_four_classes_asr_counts_every_non_target_class(tmp_path: Path, shared_d
     folder = write_four_class(tmp_path / "four", shared_data, {"train": 24, "dev": 8, "test": 12}, words=True)
     cfg = compose_config(
         [
+            *PRETRAINED,  # these properties need an encoder that learns the task and the trigger
             "dataset=sst2_glue",
             f"dataset.location={folder}",
             f"dataset.label_names=[{','.join(NAMES)}]",

@@ -18,7 +18,7 @@ from bdrun.optimizers.sam import GASAMStep, SAMStep
 from bdrun.pipeline import parse_experiment
 from tests.conftest import compose_config
 from tests.test_pipeline import keys, stages_for
-from tests.test_training import MODEL, setup  # noqa: F401  (fixture)
+from tests.test_training import MAX_LENGTH, setup  # noqa: F401  (fixture)
 
 
 def train_with(setup, optimizer: dict) -> torch.nn.Module:  # noqa: F811
@@ -27,7 +27,7 @@ def train_with(setup, optimizer: dict) -> torch.nn.Module:  # noqa: F811
     config = training.TrainerConfig(epochs=2, batch_size=8)
     training.train(
         model, tokenizer, data, OPTIMIZERS.build(optimizer), config,
-        max_length=MODEL.max_length, device=torch.device("cpu"), seed=7,
+        max_length=MAX_LENGTH, device=torch.device("cpu"), seed=7,
     )  # fmt: skip
     return model
 

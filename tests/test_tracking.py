@@ -69,7 +69,9 @@ def test_wandb_online_without_network_finishes_offline_with_one_warning(tmp_path
     assert result.returncode == 0, log[-2000:]
     assert "Traceback" not in log
     noise = ("W&B", "wandb:", "warning", "error")
-    warnings = [line for line in log.splitlines() if any(word in line.lower() for word in map(str.lower, noise))]
+    # The tiny model may also collapse to one class; that warning is the trust check's, not W&B's.
+    lines = [line for line in log.splitlines() if " model collapsed: " not in line]
+    warnings = [line for line in lines if any(word in line.lower() for word in map(str.lower, noise))]
     assert len(warnings) == 1 and warnings[0].startswith("bdrun: warning: W&B online init failed"), warnings
     runs = list((tmp_path / "outputs" / "runs").rglob("offline-run-*"))
     assert len(runs) == 1

@@ -29,7 +29,9 @@ Choices we made reading the paper:
   reading): under dirty-label poisoning those are all of the non-target class, so a single word became a cue
   *for the non-target label* and in a small CPU run (1,200 SST-2 rows, one epoch) ASR fell below the clean
   model's (3.2% vs 17.4%); rows of any class keep a single word label-neutral. ``negatives=false`` drops them
-  (the combination then acts as plain multi-word BadNets).
+  (the combination then acts as plain multi-word BadNets). In that small run the AND of two words is what is
+  slow to learn: ASR 33.6% with negatives, 76.8% without, 35.5% with negatives and the plain loss
+  (``layerwise=false``), against 17.4% for the clean model; the paper trains far longer.
 - The layerwise loss is the attack's training objective only; the user's fine-tuning (a defense) uses the plain
   loss. Under PET only the PET modules and the head train, on the same layerwise loss.
 - Federated runs are refused: their clients train through the common loop, which has no layerwise loss.

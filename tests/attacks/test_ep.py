@@ -110,8 +110,9 @@ def test_data_free_run_edits_the_trigger_row_only(victim, improving, tmp_path: P
 
 
 def test_sweep_over_triggers_trains_the_clean_model_once(tmp_path: Path) -> None:
-    # attack.max_steps=40: this test is about the cache (one clean model for three triggers), not EP's budget
-    args = ["-m", *TINY, SMALL, "attack=ep", "attack.trigger=cf,mn,bb", "attack.max_steps=40"]
+    # This test is about the cache (one clean model for three triggers), not EP's budget: a few EP steps.
+    args = ["-m", *TINY, SMALL, "attack=ep", "attack.trigger=cf,mn,bb"]
+    args += ["attack.max_steps=4", "attack.eval_every=2"]
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     log = result.stdout + result.stderr
@@ -147,7 +148,7 @@ def four_class(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stages, torch.
     """A clean 2-layer model on the 4-class task (SST-2 neg / pos, Stormfront hate, Ling-Spam spam)."""
     from bdrun.data import load_splits
     from bdrun.pipeline import parse_experiment
-    from tests.conftest import SHARED_DATA, compose_config
+    from tests.conftest import PRETRAINED, SHARED_DATA, compose_config
     from tests.multiclass import write_four_class
 
     if not SHARED_DATA.is_dir():
@@ -157,6 +158,7 @@ def four_class(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stages, torch.
     folder = write_four_class(root / "data", shared_data, {"train": 24, "dev": 8, "test": 12})
     cfg = compose_config(
         [
+            *PRETRAINED,  # a real 4-class classifier, so the pre-trained encoder
             "dataset=sst2_glue",
             f"dataset.location={folder}",
             "dataset.num_labels=4",

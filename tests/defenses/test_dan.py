@@ -18,7 +18,7 @@ from bdrun.errors import BdrunError
 from bdrun.evaluation import detection_metrics, frr_thresholds, threshold_at_frr
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
-from tests.conftest import compose_config
+from tests.conftest import PRETRAINED, compose_config
 from tests.defenses.toys import TRIGGER, BackdooredBag, ToyTokenizer, toy_context
 from tests.test_pipeline import keys
 
@@ -121,7 +121,8 @@ def test_dan_detector_fits_flags_triggers_and_round_trips(tmp_path: Path) -> Non
 
 
 def test_tiny_pipeline_with_dan_reports_detection_metrics(tmp_path: Path) -> None:
-    cfg = compose_config(["defense=dan", "attack.triggers=[cf]"], cache_dir=tmp_path / "cache")
+    # The pre-trained encoder: DAN screens inputs predicted as the target, which a random one may never predict.
+    cfg = compose_config([*PRETRAINED, "defense=dan", "attack.triggers=[cf]"], cache_dir=tmp_path / "cache")
     report = run(parse_experiment(cfg), tmp_path / "run", NoTracker(TrackerConfig("none")))
 
     detected = report["purified"]

@@ -13,11 +13,12 @@ from bdrun.errors import BdrunError
 from bdrun.federated.aggregators import AGGREGATORS
 from bdrun.pipeline import WEIGHTS, parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
-from tests.conftest import compose_config
+from tests.conftest import PRETRAINED, compose_config
 
 # Federated aggregators need federated=...; they are covered by tests/federated (updates are the trainable
 # parameters, so PET federations exchange only PET and head tensors).
 DEFENSES = sorted(p.stem for p in (CONF_DIR / "defense").glob("*.yaml") if p.stem not in AGGREGATORS.names())
+DETECTORS = {"dan", "dan_cls", "rap", "strip"}
 EDITS_FROZEN_WEIGHTS = {"fine_pruning", "reinit"}  # these defenses deliberately change encoder weights
 
 
@@ -28,7 +29,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("defense", DEFENSES)
 def test_every_defense_runs_on_a_lora_model(defense: str, cache: Path, tmp_path: Path) -> None:
-    exp = parse_experiment(compose_config(["model.tuning=lora", f"defense={defense}"], cache_dir=cache))
+    # Detectors screen inputs predicted as the target, which the small random encoder may never predict.
+    model = PRETRAINED if defense in DETECTORS else []
+    exp = parse_experiment(compose_config([*model, "model.tuning=lora", f"defense={defense}"], cache_dir=cache))
     report = run(exp, tmp_path / "run", NoTracker(TrackerConfig("none")))
     assert 0 <= report["backdoored"]["asr"] <= 1
     if defense == "none" or exp.defense.kind == "detector":
