@@ -130,26 +130,35 @@ def test_two_identical_commands_at_once_build_each_stage_once_and_agree(tmp_path
     lock = train_lock(overrides, cache)
     lock.parent.mkdir(parents=True)
     jobs, logs = [], [tmp_path / "first.log", tmp_path / "second.log"]
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        for log in logs:
-            (tmp_path / log.stem).mkdir()
-            # Output to a file, not a pipe: a job blocked on a full pipe while holding a lock would stall the other.
-            with log.open("w") as out:
-                command = cli_command([*TINY, *overrides, f"paths.cache_dir={cache}"])
-                jobs.append(subprocess.Popen(command, cwd=tmp_path / log.stem, env=cli_env(), stdout=out, stderr=out))
-        deadline = time.monotonic() + 300
-        while blocked_on(lock) < 2:
-            assert time.monotonic() < deadline and all(job.poll() is None for job in jobs), "a job never waited"
-            time.sleep(0.05)
-    codes = [job.wait(timeout=600) for job in jobs]
+    try:
+        with lock.open("w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            for log in logs:
+                (tmp_path / log.stem).mkdir()
+                # To a file, not a pipe: a job blocked on a full pipe while holding a lock would stall the other.
+                with log.open("w") as out:
+                    command = cli_command([*TINY, *overrides, f"paths.cache_dir={cache}"])
+                    jobs.append(
+                        subprocess.Popen(command, cwd=tmp_path / log.stem, env=cli_env(), stdout=out, stderr=out)
+                    )
+            deadline = time.monotonic() + 300
+            while blocked_on(lock) < 2:
+                assert time.monotonic() < deadline and all(job.poll() is None for job in jobs), "a job never waited"
+                time.sleep(0.05)
+        codes = [job.wait(timeout=600) for job in jobs]
+    finally:
+        for job in jobs:  # only on a failure above: leave no job running
+            if job.poll() is None:
+                job.kill()
+                job.wait()
     output = [log.read_text() for log in logs]
     assert codes == [0, 0], "\n".join(text[-2000:] for text in output)
     both = "".join(output)
     for stage in ("train: clean fine-tuning", "evaluate: clean model"):
         assert both.count(f"running {stage}") == 1, both
         assert both.count(f"reused {stage}") == 1, both
-    assert both.count("built by a concurrent job") >= 1 and "resuming" not in both
+    assert both.count("reused train: clean fine-tuning (built by a concurrent job") == 1  # it waited for it
+    assert "resuming" not in both
     first, second = (json.loads(only(sorted((tmp_path / log.stem).rglob("metrics.json"))).read_text()) for log in logs)
     assert first["clean"] == second["clean"] and first["stages"]["clean"]["key"] == second["stages"]["clean"]["key"]
     assert sorted(report["stages"]["clean"]["reused"] for report in (first, second)) == [False, True]
