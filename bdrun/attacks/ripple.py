@@ -41,6 +41,9 @@ Choices we made reading the paper (and its released configuration):
   features, logistic regression). Surgery writes frozen embeddings, so it is refused under PET, like
   ``attack=ep``.
 - Federated runs are refused: their clients train through the common loop, which has no RIPPLe penalty.
+- Observed at ``experiment=sst2_cpu`` (README): poisoning from the pre-trained model, the two gradients
+  conflicted in 1 of 433 steps, so the penalty barely acts before the user's fine-tuning; its effect is to be
+  read after a ``defense=fine_tuning``.
 """
 
 from __future__ import annotations

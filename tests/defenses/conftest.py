@@ -45,18 +45,23 @@ def clean() -> TextDataset:
     return TextDataset(CLEAN_TEXTS, [i % 2 for i in range(len(CLEAN_TEXTS))])
 
 
-@pytest.fixture
-def context(tokenizer, pretrained_model, tmp_path: Path) -> StageContext:
+def stage_context(tokenizer, model: torch.nn.Module, model_config: ModelConfig, work_dir: Path) -> StageContext:
+    """One epoch of batch 8 at lr 1e-3 on the CPU, starting from copies of ``model``."""
     return StageContext(
         tokenizer=tokenizer,
-        model_config=TINY_MODEL,
+        model_config=model_config,
         trainer=TrainerConfig(epochs=1, batch_size=8, eval_batch_size=16),
         optimizer=OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}),
         device=torch.device("cpu"),
         seed=0,
-        work_dir=tmp_path,
-        load_pretrained=lambda: copy.deepcopy(pretrained_model),
+        work_dir=work_dir,
+        load_pretrained=lambda: copy.deepcopy(model),
     )
+
+
+@pytest.fixture
+def context(tokenizer, pretrained_model, tmp_path: Path) -> StageContext:
+    return stage_context(tokenizer, pretrained_model, TINY_MODEL, tmp_path)
 
 
 def drifted(model: torch.nn.Module, scale: float, seed: int = 1, only: str = "") -> torch.nn.Module:

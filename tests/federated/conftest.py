@@ -7,7 +7,6 @@ tests/conftest.py a client's vector is 1M entries instead of the 2-layer MiniLM'
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ import torch
 
 from bdrun.context import StageContext
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer
-from bdrun.optimizers import OPTIMIZERS
-from bdrun.training import TrainerConfig
-from tests.defenses.conftest import clean, pretrained  # noqa: F401
+from tests.defenses.conftest import clean, pretrained, stage_context  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +34,4 @@ def pretrained_model(small_model: ModelConfig) -> torch.nn.Module:
 
 @pytest.fixture
 def context(tokenizer, pretrained_model, small_model: ModelConfig, tmp_path: Path) -> StageContext:
-    return StageContext(
-        tokenizer=tokenizer,
-        model_config=small_model,
-        trainer=TrainerConfig(epochs=1, batch_size=8, eval_batch_size=16),
-        optimizer=OPTIMIZERS.build({"name": "adamw", "lr": 1e-3}),
-        device=torch.device("cpu"),
-        seed=0,
-        work_dir=tmp_path,
-        load_pretrained=lambda: copy.deepcopy(pretrained_model),
-    )
+    return stage_context(tokenizer, pretrained_model, small_model, tmp_path)
