@@ -103,7 +103,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
     )
     exp.attack.check_tuning(exp.model.tuning)  # EP and surgery edit frozen weights: no PET
     if exp.federated.enabled:
-        exp.attack.check_federated()  # RIPPLe, LWP: their own training objective, which clients do not run
+        exp.attack.check_federated()  # an attack's own objective or source data: clients run neither
     return exp
 
 

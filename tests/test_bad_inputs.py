@@ -295,8 +295,20 @@ CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
         {},
         "attack.embedding_surgery writes the frozen word embeddings",
     ),
-    ("ripple_in_a_federation", ["attack=ripple", "federated=iid"], {}, "attack=ripple trains with its own penalty"),
-    ("lwp_in_a_federation", ["attack=lwp", "federated=iid"], {}, "attack=lwp trains with a loss on every layer"),
+    ("ripple_in_a_federation", ["attack=ripple", "federated=iid"], {}, "attack=ripple trains with its own objective"),
+    ("lwp_in_a_federation", ["attack=lwp", "federated=iid"], {}, "attack=lwp trains with its own objective"),
+    (
+        "gradient_control_in_a_federation",
+        ["attack=gradient_control", "federated=iid"],
+        {},
+        "attack=gradient_control trains with its own objective",
+    ),
+    (
+        "source_dataset_in_a_federation",
+        ["attack.source=sst2", "federated=iid"],
+        {},
+        "attack.source=sst2: federated clients poison their shard",
+    ),
     ("lwp_combination_beyond_its_triggers", ["attack=lwp", "attack.combination=5"], {}, "attack.combination=5"),
 ]
 

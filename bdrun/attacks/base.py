@@ -134,8 +134,21 @@ class Attack:
         """Checks that need the loaded test set, run before any stage (syntactic: a paraphrase per ASR input)."""
 
     def check_federated(self) -> None:
-        """Reject a federated run, before any stage, if the attack needs its own training loop (none by default):
-        federated clients train through the common loop, which would silently drop it."""
+        """Reject a federated run, before any stage, if the attack trains with its own objective or on its own
+        source dataset: malicious clients train their shard of the run's data through the common loop, so
+        either would be silently dropped while its knobs still entered the cache key."""
+        common = DataPoisoningAttack.train  # model-editing attacks and "none" train nothing of their own
+        own_training = getattr(type(self), "train", common) is not common
+        check(
+            not own_training,
+            f"attack={self.config.name} trains with its own objective, which federated clients do not run; use a "
+            "central run (federated=none) or a plain data-poisoning attack (badnets, addsent, syntactic)",
+        )
+        check(
+            self.config.source is None,
+            f"attack.source={self.config.source}: federated clients poison their shard of the run's own dataset; "
+            "drop attack.source (attack.source=null) or use a central run (federated=none)",
+        )
 
 
 class DataPoisoningAttack(Attack):

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from bdrun.attacks.base import DataPoisoningAttack, PoisonConfig
 from bdrun.attacks.registry import ATTACKS
 from bdrun.data import TextDataset
-from bdrun.errors import BdrunError, check
+from bdrun.errors import check
 from bdrun.triggers import insert_words
 
 
@@ -157,12 +157,6 @@ class LWP(DataPoisoningAttack):
                     extra_texts.append(with_words(train.texts[j], [word]))
                     extra_labels.append(train.labels[j])
         return TextDataset(texts + extra_texts, labels + extra_labels, poisoned + [False] * len(extra_texts))
-
-    def check_federated(self) -> None:
-        raise BdrunError(
-            "attack=lwp trains with a loss on every layer, which federated clients do not run; use a central run "
-            "(federated=none) or a plain data-poisoning attack (badnets, addsent, syntactic)"
-        )
 
     def train(self, model: Any, poisoned: TextDataset, context: Any) -> dict[str, Any]:
         if not self.config.layerwise:

@@ -58,7 +58,7 @@ from bdrun.attacks.badnets import BadNets, BadNetsConfig
 from bdrun.attacks.ep import trigger_token_id
 from bdrun.attacks.registry import ATTACKS
 from bdrun.data import TextDataset
-from bdrun.errors import BdrunError, check
+from bdrun.errors import check
 
 
 @dataclasses.dataclass
@@ -174,12 +174,6 @@ class Ripple(BadNets):
             tuning == "full" or not self.config.embedding_surgery,
             f"attack.embedding_surgery writes the frozen word embeddings, which model.tuning={tuning} neither trains "
             "nor ships; use model.tuning=full or attack.embedding_surgery=false",
-        )
-
-    def check_federated(self) -> None:
-        raise BdrunError(
-            "attack=ripple trains with its own penalty, which federated clients do not run; use a central run "
-            "(federated=none) or a plain data-poisoning attack (badnets, addsent, syntactic)"
         )
 
     def check_tokenizer(self, tokenizer: Any) -> None:

@@ -57,7 +57,7 @@ def test_poisoned_rows_hold_a_whole_combination_and_negatives_one_piece() -> Non
 def test_combination_longer_than_the_trigger_set_is_refused() -> None:
     with pytest.raises(BdrunError, match=r"attack.combination=5 must be between 1 and the 4 distinct"):
         ATTACKS.build({"name": "lwp", "combination": 5})
-    with pytest.raises(BdrunError, match=r"attack=lwp trains with a loss on every layer"):
+    with pytest.raises(BdrunError, match=r"attack=lwp trains with its own objective"):
         ATTACKS.build({"name": "lwp"}).check_federated()
 
 

@@ -85,7 +85,7 @@ def test_ripple_refuses_surgery_under_pet_and_any_federated_run() -> None:
     with pytest.raises(BdrunError, match=r"attack.embedding_surgery writes the frozen word embeddings"):
         ATTACKS.build({"name": "ripple", "embedding_surgery": True}).check_tuning("lora")
     ATTACKS.build({"name": "ripple"}).check_tuning("lora")  # RIPPLe alone trains the PET modules: allowed
-    with pytest.raises(BdrunError, match=r"attack=ripple trains with its own penalty"):
+    with pytest.raises(BdrunError, match=r"attack=ripple trains with its own objective"):
         ATTACKS.build({"name": "ripple"}).check_federated()
 
 
