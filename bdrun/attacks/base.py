@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bdrun.data import TextDataset
@@ -164,14 +164,19 @@ class DataPoisoningAttack(Attack):
 
     def eligible(self, train: TextDataset) -> tuple[list[int], int]:
         """The samples that may be poisoned and how many will be; an error if there are too few."""
+        return self.eligible_among(train, range(len(train)), "")
+
+    def eligible_among(self, train: TextDataset, rows: Iterable[int], which: str) -> tuple[list[int], int]:
+        """:meth:`eligible` restricted to ``rows`` (``which`` names them in the error, e.g. "rows with a
+        paraphrase "): the label mode picks among them, the poison rate counts the whole training set."""
         cfg = self.config
         dirty = cfg.label_mode == "dirty"
-        eligible = [i for i, y in enumerate(train.labels) if (y != cfg.target_label) == dirty]
+        eligible = [i for i in rows if (train.labels[i] != cfg.target_label) == dirty]
         count = round(cfg.poison_rate * len(train))
         check(
             count <= len(eligible),
             f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} "
-            f"are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate",
+            f"{which}are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate",
         )
         return eligible, count
 

@@ -202,20 +202,12 @@ class Syntactic(DataPoisoningAttack):
     def eligible(self, train: TextDataset) -> tuple[list[int], int]:
         """The base rule (label mode, poison rate) among the rows that have a paraphrase."""
         cfg = self.config
-        dirty = cfg.label_mode == "dirty"
         with_pair = [i for i, text in enumerate(train.texts) if self.paired(text)]
         check(
             bool(with_pair),
             f"attack.pairs={cfg.pairs} pairs none of the {len(train)} training rows; was it made for another dataset?",
         )
-        eligible = [i for i in with_pair if (train.labels[i] != cfg.target_label) == dirty]
-        count = round(cfg.poison_rate * len(train))
-        check(
-            count <= len(eligible),
-            f"attack.poison_rate={cfg.poison_rate} asks for {count} poisoned samples but only {len(eligible)} rows "
-            f"with a paraphrase are eligible for {cfg.label_mode}-label poisoning; lower attack.poison_rate",
-        )
-        return eligible, count
+        return self.eligible_among(train, with_pair, "rows with a paraphrase ")
 
     def check_test(self, test: TextDataset) -> None:
         """ASR needs the paraphrase of every non-target test row: refuse before any stage if one is missing."""
