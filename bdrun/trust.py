@@ -113,5 +113,5 @@ def collapse_warning(role: str, metrics: dict[str, Any]) -> str:
         f"bdrun: warning: the {role} model collapsed: it predicts class {metrics['top_prediction']} for "
         f"{100 * metrics['top_prediction_share']:.1f}% of clean test inputs (CACC {100 * metrics['cacc']:.2f}%, "
         f"majority-class rate {100 * metrics['majority_rate']:.2f}%, balanced accuracy "
-        f"{100 * metrics['balanced_accuracy']:.2f}%): no better than predicting one class{asr}"
+        f"{100 * metrics['balanced_accuracy']:.2f}%): its CACC is no better than predicting one class{asr}"
     )
