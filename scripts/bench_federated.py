@@ -16,7 +16,11 @@ Extra arguments after ``--`` go to the bdrun command; a tiny smoke version (minu
 Columns: CACC / ASR of the final global model (whole test set), the aggregator's malicious-client detection
 over all rounds (precision and recall of the clients it dropped; "—" where it drops none), and the round cost:
 the whole round (local training, client embeddings, aggregation, bookkeeping, checkpoint; not the curve
-evaluation) over the sum of its clients' local training, measured in the same run.
+evaluation) over the sum of its clients' local training, measured in the same run. The regime column counts
+the malicious client-rounds that sat inside the honest clients' spread in Krum's L2 score and those above it in
+their strength on the coordinates Dim-Krum selects (:mod:`bdrun.federated.diagnostics`): the paper's regime is
+both counts near the total. ``--plot regime.png`` draws the backdoored (FedAvg) federation's diagnostics per
+round (:mod:`bdrun.federated.plots`; ``--plot-role`` and ``--plot-defense`` pick another federation).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from pathlib import Path
 
 import yaml
 from bench_defenses import publish
+
+from bdrun.federated.diagnostics import regime_counts
+from bdrun.federated.plots import write_regime_plot
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = ["experiment=federated_sst2_cpu", "logger=none", "hydra.sweep.subdir=${hydra.job.num}"]
@@ -62,6 +69,14 @@ def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def regime(federation: dict) -> str:
+    """``inside L2 / above on selected coordinates / malicious client-rounds``, or a dash without diagnostics."""
+    counts = regime_counts(federation.get("rounds", []))
+    if not counts["malicious"]:
+        return "—"
+    return f"{counts['inside_l2']} / {counts['outside_selected']} of {counts['malicious']}"
+
+
 def row(label: str, model: dict, federation: dict | None) -> str:
     fed = federation or {}
     cost = f"{fed['overhead']:.3f}" if "overhead" in fed else "—"
@@ -73,14 +88,16 @@ def row(label: str, model: dict, federation: dict | None) -> str:
         pct(fed.get("detection_recall")),
         cost,
         seconds,
+        regime(fed),
     ]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def table(results: dict[str, dict], defenses: list[str]) -> list[str]:
     lines = [
-        "| aggregator | CACC | ASR | det. precision | det. recall | round / client training | client s / round s |",
-        "|---|---|---|---|---|---|---|",
+        "| aggregator | CACC | ASR | det. precision | det. recall | round / client training | client s / round s "
+        "| malicious inside L2 / outside selected |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     any_report = next(iter(results.values()), None)
     if any_report:
@@ -88,7 +105,7 @@ def table(results: dict[str, dict], defenses: list[str]) -> list[str]:
     for defense in defenses:
         report = results.get(defense)
         if report is None:
-            lines.append(f"| {defense} | n/a | n/a | | | | |")
+            lines.append(f"| {defense} | n/a | n/a | | | | | |")
             continue
         role = "purified" if report["stages"]["purified"]["stage"] == "purify" else "backdoored"
         label = "fedavg (backdoored)" if defense == "fedavg" else defense
@@ -113,6 +130,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--defenses", default=",".join(AGGREGATORS), help="comma-separated aggregators")
     parser.add_argument("--collect", type=Path, help="only tabulate the jobs already finished under this folder")
+    parser.add_argument("--plot", type=Path, help="write the regime plot (PNG) of one federation here")
+    parser.add_argument("--plot-defense", default="fedavg", help="the job whose federation is drawn (default fedavg)")
+    parser.add_argument("--plot-role", help="clean, backdoored or purified (default: backdoored)")
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
 
@@ -136,6 +156,13 @@ def main() -> None:
         "",
         *[f"- {c}" for c in commands],
     ]
+    if args.plot:
+        report = results.get(args.plot_defense)
+        if report is None:
+            sys.exit(f"--plot: no finished job with defense={args.plot_defense} under {root}")
+        write_regime_plot(report, args.plot, args.plot_role)
+        at = lines.index("") + 1  # after the caption line
+        lines[at:at] = [f"Regime plot of the defense={args.plot_defense} job: `{args.plot}`.", ""]
     publish(lines, args.out)
 
 

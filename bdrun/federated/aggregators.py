@@ -10,23 +10,38 @@ Knob conventions shared by the Krum family: ``byzantine`` is f, the number of a 
 malicious, and ``keep`` is how many clients are averaged; both read a value below 1 as a fraction of the
 round's clients (rounded down) and a value of 1 or more as a count.
 
-Dim-Krum (Zhang et al., Findings of EMNLP 2022) and client embeddings (Zhang et al., Findings of EMNLP 2024)
-have no public code; what follows is our reading (``shared/METHODS.md``), each uncertain part a knob:
+Dim-Krum (Zhang, Su and Sun, Findings of EMNLP 2022, arXiv 2210.06894) and client embeddings (Zhang, Zhou,
+Meng, Zhou and Sun, Findings of EMNLP 2024, pp. 5889-5896) have no public code, and their full texts could not
+be read here (searched again for issue 23: stored web pages, documentation, code and issue threads hold the
+abstracts, the ACL Anthology and arXiv landing pages and third-party summaries, not the papers' bodies; no
+repository implements either). What those sources say: the probability that a malicious update is detected is
+governed by its *relative backdoor strength*, small for NLP backdoors, so whole-vector distances miss them;
+Dim-Krum computes Krum distances "on a selected fraction of dimensions with higher backdoor strengths", adds a
+memory "to enhance the accuracy of distance-sum estimations over multiple rounds" and an adaptive noise on the
+aggregate; the paper studies memory and noise separately. The same first author's Fed-FA (NeurIPS 2023)
+replaces parameter distances by an f-divergence indicator of client data divergence estimated from updates and
+Hessians (with synthesized data): related motivation, not Dim-Krum's machinery. Everything below that is not in
+those sentences is our reading (``shared/METHODS.md``), each uncertain part a knob:
 
-* Dim-Krum distance between two clients: the sum of the ``ceil(rho * D)`` largest per-coordinate squared
-  differences of their updates (a backdoor lives in few dimensions, so whole-vector distances drown it in
-  honest noise). Krum score = sum of the n - f - 2 nearest such distances; the lowest scores are selected.
+* Which dimensions, and per what: per client PAIR, the ``ceil(rho * D)`` largest per-coordinate squared
+  differences of their updates (not one global set of dimensions; our choice, as a pair's own gaps are where it
+  differs). Krum score = sum of the n - f - 2 nearest such distances; the lowest scores are selected, one client
+  (``keep: 1``, Krum-style) or n - f (``keep: null``). ``rho`` default 1e-3 (our choice).
 * Memory (``memory`` = gamma, 0 switches it off): a client's score is the gamma-discounted average of its
   scores in the rounds it took part in, ``(gamma * num + S) / (gamma * den + 1)``. With every client sampled
-  each round this ranks exactly like the paper's accumulated sum ``S_t + gamma * S_{t-1}``; the averaging (our
-  choice) keeps a client sampled for the first time comparable with one that has a history.
+  each round this ranks exactly like an accumulated sum ``S_t + gamma * S_{t-1}``; the averaging (our choice)
+  keeps a client sampled for the first time comparable with one that has a history. gamma 0.9 (our choice).
 * Adaptive noise (``noise`` = lambda, 0 switches it off): Gaussian noise with per-coordinate standard deviation
   lambda * sigma, sigma the spread (population std) of that coordinate over the round's client updates, added
-  to the aggregate; seeded by (seed, round).
+  to the aggregate; seeded by (seed, round). "Adaptive" read as: scaled per coordinate by the clients' spread.
+  lambda is off by default; ``defense=dim_krum_full`` (the paper presets) turns it on at 0.5 (our choice).
 * Client embeddings: a client's embedding is its updated model's behaviour on a fixed server-side probe set
   (:mod:`bdrun.federated.embeddings`); ``client_embedding`` runs the Krum / Multi-Krum / Dim-Krum selection on
   distances between embeddings instead of between parameter updates, then averages the selected parameter
   updates.
+
+What Krum and Dim-Krum see of every round's updates is logged per client for every aggregator
+(:mod:`bdrun.federated.diagnostics`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,24 @@
 """Client embeddings: how a client's updated model behaves on a fixed server-side probe set.
 
-The client-embedding paper (Zhang et al., Findings of EMNLP 2024) asks for embeddings whose distances reflect
-the divergence of the clients' data distributions; how they are built could not be read here. Our reading: the
-server holds a small clean probe set (a seeded sample of the dev split) and embeds each client by its updated
-model's outputs on it, concatenated over the probe inputs:
+The client-embedding paper (Zhang, Zhou, Meng, Zhou and Sun, "Enhancing Byzantine-Resistant Aggregations with
+Client Embedding", Findings of EMNLP 2024, pp. 5889-5896, a short paper) asks for embeddings whose distances
+reflect the divergence of the clients' data distributions, to replace parameter distances inside existing
+Byzantine-resistant aggregators. Only its abstract and landing pages could be read (searched again for issue 23;
+no full text or code found), so how the embeddings are built is not known. The same first author's Fed-FA
+(NeurIPS 2023) estimates client data divergence from aggregation updates and Hessians, with a synthesized
+dataset because the server has no client data; a server-side probe set plays that role here. Our reading,
+each remaining choice a knob: the server holds a small clean probe set (``probe_size`` seeded dev samples,
+our choice of source and size) and embeds each client by its updated model's outputs on it, concatenated over
+the probe inputs (``features``):
 
 * ``probs`` (default): the softmax distribution per probe input. A client trained on a shifted label
   distribution (or toward a backdoor target) moves these probabilities toward its labels, while the millions of
   parameters that honest non-IID noise moves do not count, only their effect on predictions.
 * ``hidden``: the last layer's mean-pooled hidden state per probe input (richer, larger: P x hidden size).
+
+The distance between embeddings is squared Euclidean (``selector`` krum / multi_krum) or the Dim-Krum distance
+over embedding dimensions (``selector: dim_krum``, ``rho`` a fraction of them); the selected clients'
+parameter updates are averaged. Default selector multi_krum (our choice).
 """
 
 from __future__ import annotations

@@ -11,25 +11,28 @@ After each round the global weights, the aggregator's state (Dim-Krum's memory) 
 to ``<work>/federation/round-NNNN/`` (atomically; older rounds are removed). A killed run resumes after the last
 finished round and ends with the same weights and metrics as an uninterrupted one, because every random choice
 is a function of (seed, round, client) (:mod:`bdrun.federated.setting`).
+
+Each round's log also holds, per client, what Krum and Dim-Krum see of its update
+(:mod:`bdrun.federated.diagnostics`), whatever the aggregator. Malicious clients may train with their own epochs
+and learning rate, poison every eligible row of their shard and take part in every round (``federated.malicious_*``).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from bdrun.attacks import ATTACKS, Attack, DataPoisoningAttack
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.evaluation import evaluate_model
 from bdrun.federated.aggregators import Aggregator, RoundUpdates
+from bdrun.federated.checkpoints import CHECKPOINTS, load_round, save_round
+from bdrun.federated.diagnostics import diagnostic_knobs, round_diagnostics
 from bdrun.federated.embeddings import client_embedding
 from bdrun.federated.setting import (
     FederatedConfig,
@@ -38,9 +41,8 @@ from bdrun.federated.setting import (
     partition,
     sampled_clients,
 )
+from bdrun.optimizers import OPTIMIZERS
 from bdrun.training import train
-
-CHECKPOINTS = "federation"
 
 
 @dataclasses.dataclass
@@ -115,29 +117,6 @@ def detection(dropped: list[int], malicious: list[int]) -> dict[str, float]:
     return out
 
 
-def save_round(folder: Path, done: int, weights: torch.Tensor, state: dict[str, Any]) -> None:
-    """Atomically write the checkpoint after ``done`` finished rounds and drop older ones."""
-    final = folder / f"round-{done:04d}"
-    partial = folder / f".round-{done:04d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file({"global": weights.contiguous()}, str(partial / "global.safetensors"))
-    (partial / "state.json").write_text(json.dumps(state))
-    partial.rename(final)
-    for old in folder.glob("round-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def load_round(folder: Path) -> tuple[int, torch.Tensor, dict[str, Any]] | None:
-    found = sorted(folder.glob("round-*")) if folder.is_dir() else []
-    if not found:
-        return None
-    latest = found[-1]
-    state = json.loads((latest / "state.json").read_text())
-    return int(state["done"]), load_file(str(latest / "global.safetensors"))["global"], state
-
-
 def client_shards(splits: Splits, fed: Federation, seed: int) -> tuple[list[TextDataset], list[int]]:
     """Each client's training shard (the malicious ones poisoned by the attack) and the malicious client ids."""
     cfg = fed.config
@@ -145,8 +124,29 @@ def client_shards(splits: Splits, fed: Federation, seed: int) -> tuple[list[Text
     bad = malicious_clients(cfg.clients, cfg.malicious_count, seed) if fed.attack is not None else []
     shards = [splits.train.subset(r) for r in rows]
     for client in bad:
-        shards[client] = fed.attack.poison(shards[client])
+        shards[client] = poison_shard(fed.attack, shards[client], cfg.malicious_poison_all)
     return shards, bad
+
+
+def poison_shard(attack: DataPoisoningAttack, shard: TextDataset, everything: bool) -> TextDataset:
+    """A malicious client's shard: ``attack.poison_rate`` of it poisoned, or with ``everything`` every row the
+    attack may poison (every non-target row under dirty-label poisoning). The attack itself says which rows are
+    eligible (asked with a one-row rate), so attacks with their own eligibility rule keep it."""
+    if not everything:
+        return attack.poison(shard)
+    ask = copy.copy(attack)
+    ask.config = dataclasses.replace(attack.config, poison_rate=1 / len(shard))
+    eligible, _ = ask.eligible(shard)
+    ask.config = dataclasses.replace(attack.config, poison_rate=len(eligible) / len(shard))
+    return ask.poison(shard)
+
+
+def malicious_context(context: StageContext, cfg: FederatedConfig) -> StageContext:
+    """The stage context malicious clients train with: the run's, with ``federated.malicious_lr`` if set."""
+    if cfg.malicious_lr is None:
+        return context
+    optimizer = OPTIMIZERS.build({**dataclasses.asdict(context.optimizer.config), "lr": cfg.malicious_lr})
+    return dataclasses.replace(context, optimizer=optimizer)
 
 
 def run_federation(
@@ -161,6 +161,9 @@ def run_federation(
     test = splits.test.sample(cfg.eval_samples, seed) if cfg.eval_samples else splits.test
     eval_attack = fed.eval_attack or ATTACKS.build({"name": "none"})
     folder = context.work_dir / CHECKPOINTS
+    bad_context, bad_epochs = malicious_context(context, cfg), cfg.malicious_epochs or cfg.local_epochs
+    always = bad if cfg.malicious_every_round else []
+    byzantine, rho = diagnostic_knobs(fed.aggregator.config)
 
     weights, start, log = vector_of(model), 0, []
     resumed = load_round(folder)
@@ -171,7 +174,7 @@ def run_federation(
 
     for round_no in range(start, cfg.rounds):
         started = time.perf_counter()
-        chosen = sampled_clients(cfg.clients, cfg.per_round, seed, round_no)
+        chosen = sampled_clients(cfg.clients, cfg.per_round, seed, round_no, always)
         updates = torch.empty(len(chosen), weights.numel())
         embeddings = []
         client_seconds = embedding_seconds = 0.0
@@ -182,8 +185,8 @@ def run_federation(
                 weights,
                 shards[client],
                 client_seed(seed, round_no, client),
-                context,
-                cfg.local_epochs,
+                bad_context if client in bad else context,
+                bad_epochs if client in bad else cfg.local_epochs,
                 desc=f"{desc} round {round_no + 1}/{cfg.rounds} client {client}",
             )
             if client in bad:
@@ -218,6 +221,9 @@ def run_federation(
             "embedding_seconds": embedding_seconds,
             "aggregate_seconds": aggregate_seconds,
         }
+        tick = time.perf_counter()  # measurement, not the method: kept out of round_seconds like evaluation
+        record.update(round_diagnostics(updates, byzantine, rho))
+        record["diagnostics_seconds"] = time.perf_counter() - tick
         del updates
         eval_seconds = 0.0
         if cfg.eval_every and ((round_no + 1) % cfg.eval_every == 0 or round_no + 1 == cfg.rounds):
@@ -237,9 +243,9 @@ def run_federation(
             record.update({k: metrics[k] for k in ("cacc", "asr") if k in metrics})
             eval_seconds = time.perf_counter() - tick
         record["eval_seconds"] = eval_seconds
-        # Everything but evaluation: local training, embeddings, aggregation and bookkeeping; the checkpoint write
-        # is added after it is done (so a log restored from a checkpoint lacks only that part).
-        record["round_seconds"] = time.perf_counter() - started - eval_seconds
+        # Everything but evaluation and diagnostics: local training, embeddings, aggregation and bookkeeping; the
+        # checkpoint write is added after it is done (so a log restored from a checkpoint lacks only that part).
+        record["round_seconds"] = time.perf_counter() - started - eval_seconds - record["diagnostics_seconds"]
         log.append(record)
         tick = time.perf_counter()
         state = {"done": round_no + 1, "aggregator": fed.aggregator.state(), "log": log}
@@ -256,7 +262,10 @@ def summary(log: list[dict[str, Any]], shards: list[TextDataset], bad: list[int]
     dropped = [c for r in log for c in r["dropped"]]
     hits = sum(len(set(r["dropped"]) & set(r["malicious"])) for r in log)
     seen_bad = sum(len(r["malicious"]) for r in log)
-    totals = {k: sum(r.get(k, 0.0) for r in log) for k in ("client_seconds", "embedding_seconds", "round_seconds")}
+    totals = {
+        k: sum(r.get(k, 0.0) for r in log)
+        for k in ("client_seconds", "embedding_seconds", "round_seconds", "diagnostics_seconds")
+    }
     out: dict[str, Any] = {
         "rounds": log,
         "malicious_clients": bad,

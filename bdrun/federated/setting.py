@@ -8,13 +8,30 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from bdrun.errors import check
 
 PARTITIONS = ("iid", "dirichlet")
-MALICIOUS_KNOBS = ("malicious", "malicious_scale")  # what the honest (clean) federation does not depend on
+# What the honest (clean) federation does not depend on: every knob of the malicious clients.
+MALICIOUS_KNOBS = (
+    "malicious",
+    "malicious_scale",
+    "malicious_poison_all",
+    "malicious_epochs",
+    "malicious_lr",
+    "malicious_every_round",
+)
+# Knobs added after federations were cached: at their default they stay out of the stage keys, so the cached
+# federations that predate them (and behave exactly as the default) are still found.
+LATER_KNOBS = {
+    "malicious_poison_all": False,
+    "malicious_epochs": None,
+    "malicious_lr": None,
+    "malicious_every_round": False,
+}
 DIRICHLET_DRAWS = 100
 
 
@@ -27,6 +44,13 @@ class FederatedConfig:
     # 2020, Bhagoji et al. 2019): 1 is a plain poisoned client; larger values survive FedAvg's averaging with the
     # honest majority but make the update larger in L2, which distance-based aggregators see.
     malicious_scale: float = 1.0
+    # The attacker's other levers, each at the honest clients' value by default: poison every eligible
+    # row of its shard (every non-target row under dirty-label poisoning) instead of attack.poison_rate of it;
+    # its own local epochs and learning rate; take part in every round when clients are sampled per round.
+    malicious_poison_all: bool = False
+    malicious_epochs: int | None = None  # null: local_epochs
+    malicious_lr: float | None = None  # null: the optimizer's lr
+    malicious_every_round: bool = False
     partition: str = "iid"  # iid: equal random shards; dirichlet: label skew, Dirichlet(alpha) per class
     alpha: float = 0.5  # dirichlet concentration (small: strong skew)
     rounds: int = 5
@@ -48,6 +72,14 @@ class FederatedConfig:
         )
         check(self.malicious_scale > 0, f"federated.malicious_scale={self.malicious_scale} must be positive, e.g. 1")
         check(
+            self.malicious_epochs is None or self.malicious_epochs >= 1,
+            f"federated.malicious_epochs={self.malicious_epochs} must be at least 1 (or null for local_epochs)",
+        )
+        check(
+            self.malicious_lr is None or self.malicious_lr > 0,
+            f"federated.malicious_lr={self.malicious_lr} must be positive (or null for the optimizer's lr)",
+        )
+        check(
             self.partition in PARTITIONS,
             f"federated.partition={self.partition} is not supported; use one of {', '.join(PARTITIONS)}",
         )
@@ -57,6 +89,11 @@ class FederatedConfig:
         check(
             self.clients_per_round is None or self.clients_per_round > 0,
             f"federated.clients_per_round={self.clients_per_round} must be positive (or null for every client)",
+        )
+        check(
+            not self.malicious_every_round or self.malicious_count <= self.per_round,
+            f"federated.malicious_every_round=true needs room for {self.malicious_count} malicious clients in "
+            f"each round, but only {self.per_round} take part; raise federated.clients_per_round",
         )
         check(self.server_lr > 0, f"federated.server_lr={self.server_lr} must be positive")
         check(self.eval_every >= 0, f"federated.eval_every={self.eval_every} must be >= 0")
@@ -70,6 +107,11 @@ class FederatedConfig:
         stage, since the federation itself partitions only once its first stage has started."""
         if self.enabled:
             partition(train_labels, self.clients, self.partition, self.alpha, seed)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The setting as it enters the stage keys: every knob, except later knobs left at their default."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items() if not (k in LATER_KNOBS and v == LATER_KNOBS[k])}
 
     @property
     def enabled(self) -> bool:
@@ -126,10 +168,17 @@ def malicious_clients(clients: int, count: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(clients), count))
 
 
-def sampled_clients(clients: int, per_round: int, seed: int, round_no: int) -> list[int]:
+def sampled_clients(clients: int, per_round: int, seed: int, round_no: int, always: Sequence[int] = ()) -> list[int]:
+    """The clients of one round, seeded by (seed, round). ``always`` (malicious clients that take part in every
+    round) are included and the other places drawn from the rest; without them the draw is what it always was,
+    so cached federations stay valid."""
     if per_round >= clients:
         return list(range(clients))
-    return sorted(random.Random(seed * 1_000_003 + round_no).sample(range(clients), per_round))
+    rng = random.Random(seed * 1_000_003 + round_no)
+    if not always:
+        return sorted(rng.sample(range(clients), per_round))
+    others = [c for c in range(clients) if c not in always]
+    return sorted([*always, *rng.sample(others, max(0, per_round - len(always)))])
 
 
 def client_seed(seed: int, round_no: int, client: int) -> int:

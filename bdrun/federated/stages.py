@@ -14,9 +14,11 @@ backdoored federation and reuses it). A purified federation does not start from 
 aggregator defends during training, from the same initial model. Any other defense (``fine_tuning``, ``dan``,
 ...) applies to the FedAvg-backdoored global model exactly as in central training.
 
-The clean key leaves out ``federated.malicious`` (it has no malicious clients), so sweeping the malicious share
-reuses the clean federation. The per-round curves of the clean federation hold CACC only: its key does not
-depend on the attack, so an ASR in it could be read back under another attack's name.
+The clean key leaves out the malicious clients' knobs (``federated.malicious``, ``malicious_scale`` and the other
+``malicious_*`` levers: it has no malicious clients), so sweeping them reuses the clean federation. The per-round
+curves of the clean federation hold CACC only: its key does not depend on the attack, so an ASR in it could be
+read back under another attack's name. Later knobs at their default stay out of every key
+(:meth:`~bdrun.federated.setting.FederatedConfig.key_fields`), so federations cached before them are reused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from bdrun.attacks import DataPoisoningAttack
 from bdrun.cache import Artifact, stage_key
 from bdrun.errors import check
 from bdrun.federated.aggregators import AGGREGATORS, Aggregator, FedAvgConfig
+from bdrun.federated.diagnostics import tracker_point
 from bdrun.federated.federation import Federation, run_federation
+from bdrun.federated.memory import check_updates_fit, trainable_count
 from bdrun.federated.setting import MALICIOUS_KNOBS
 from bdrun.pipeline import Stages
 from bdrun.tracking import Tracker
@@ -45,7 +49,11 @@ class FederatedStages(Stages):
             f"attack={exp.attack.config.name} edits a trained model; federated runs take data-poisoning attacks "
             "(badnets, addsent, ...)",
         )
-        self.setting = dataclasses.asdict(exp.federated)
+        self.setting = exp.federated.key_fields()
+        # Before any stage: a round's updates must fit in memory (one line naming the numbers otherwise).
+        per_round = exp.federated.per_round
+        knob = "federated.clients_per_round" if per_round < exp.federated.clients else "federated.clients"
+        check_updates_fit(per_round, trainable_count(self.pretrained()), knob)
 
     # -- what each role runs ----------------------------------------------------------------------------------
     @property
@@ -119,7 +127,8 @@ class FederatedStages(Stages):
 
     # -- report ---------------------------------------------------------------------------------------------------
     def extend_report(self, report: dict[str, Any], models: dict[str, Artifact], tracker: Tracker) -> None:
-        """Add each federation's rounds and detection to the report; log the per-round curves to the tracker."""
+        """Add each federation's rounds and detection to the report; log the per-round curves and the regime
+        diagnostics (malicious against honest clients in Krum's and Dim-Krum's scores) to the tracker."""
         federations = {}
         for role, artifact in models.items():
             meta = artifact.meta().get("federation")
@@ -136,5 +145,6 @@ class FederatedStages(Stages):
                 if index < len(meta["rounds"]):
                     row = meta["rounds"][index]
                     point.update({f"rounds/{role}/{m}": row[m] for m in ROUND_METRICS if m in row})
+                    point.update(tracker_point(row, role))
             if len(point) > 1:
                 tracker.log(point)

@@ -137,6 +137,9 @@ def test_federated_run_reports_per_round_metrics_and_detection(tmp_path: Path) -
     assert {"rounds/clean/cacc", "rounds/backdoored/asr", "rounds/purified/asr", "rounds/purified/recall"} <= curves[
         0
     ].keys()
+    # The regime diagnostics: per client in the round log, malicious vs honest summaries in the tracker.
+    assert all(len(r["l2_score"]) == len(r["dim_score"]) == len(r["clients"]) for r in rounds)
+    assert {"rounds/backdoored/l2_score/malicious", "rounds/purified/selected_strength/honest_max"} <= curves[0].keys()
 
 
 def tiny_splits() -> Splits:
