@@ -39,14 +39,16 @@ class ModelConfig:
     path: str
     num_layers: int | None = None  # keep only the first N encoder layers (fast tests); null keeps all
     max_length: int = 128  # tokens per input after truncation; batches are padded to their longest input
-    # Parameter-efficient tuning (bdrun/pet, docs/pet.md): full trains everything; lora (peft) and adapter
-    # (sequential Houlsby bottleneck) train only their own parameters and the classification head.
+    # Parameter-efficient tuning (bdrun/pet, docs/pet.md): full trains everything; lora (peft), adapter
+    # (sequential Houlsby bottleneck) and parallel_adapter (He et al.'s, beside the FFN) train only their own
+    # parameters and the classification head.
     tuning: str = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
-    adapter_size: int = 64  # bottleneck width of each adapter
+    adapter_size: int = 64  # bottleneck width of each adapter (sequential and parallel)
+    adapter_scale: float = 4.0  # parallel_adapter: s in h + s·PA(x) (He et al. 2022's FFN value)
 
     def __post_init__(self) -> None:
         check(
@@ -58,6 +60,7 @@ class ModelConfig:
         check(0 <= self.lora_dropout < 1, f"model.lora_dropout={self.lora_dropout} must be in [0, 1)")
         check(bool(self.lora_targets), "model.lora_targets is empty; name linear modules, e.g. [query,value]")
         check(self.adapter_size >= 1, f"model.adapter_size={self.adapter_size} must be at least 1")
+        check(self.adapter_scale > 0, f"model.adapter_scale={self.adapter_scale} must be positive")
         check(
             self.num_layers is None or self.num_layers >= 1,
             f"model.num_layers={self.num_layers} must be at least 1 (or null for all layers)",

@@ -57,6 +57,10 @@ from bdrun.training import TrainerConfig, use_tf32
 from bdrun.trust import COLLAPSE_MARK, COLLAPSED, TRUST_KEYS, TrustConfig, collapse_warning, trust_metrics
 
 WEIGHTS = "model.safetensors"
+# What the common training loop reports (bdrun.training.train); whatever else a data-poisoning attack's own
+# training returns (gradnorm's task weights, gradient control's layer weights) is the attack's diagnostics and
+# goes to metrics.json under diagnostics.backdoored.attack.
+LOOP_STATS = ("steps", "final_loss", "samples_per_second", "resumed_from_step")
 DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
 
 
@@ -251,7 +255,8 @@ class Stages:
                 stats = attack.train(model, poisoned, self.context(work))
                 self.save(model, out)
                 self._trained["poison", key] = model
-                return {"train": stats, "poisoned_samples": sum(poisoned.poisoned)}
+                own = {k: v for k, v in stats.items() if k not in LOOP_STATS}
+                return {"train": stats, "poisoned_samples": sum(poisoned.poisoned), **({"attack": own} if own else {})}
 
         else:
 

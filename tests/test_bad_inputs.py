@@ -303,6 +303,8 @@ CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
         {},
         "attack=gradient_control trains with its own objective",
     ),
+    ("gradnorm_in_a_federation", ["attack=gradnorm", "federated=iid"], {}, "attack=gradnorm trains with its own"),
+    ("gradnorm_negative_asymmetry", ["attack=gradnorm", "attack.alpha=-0.5"], {}, "attack.alpha=-0.5 must be >= 0"),
     (
         "source_dataset_in_a_federation",
         ["attack.source=sst2", "federated=iid"],

@@ -60,7 +60,7 @@ def test_help_lists_every_group_with_its_choices(tmp_path: Path) -> None:
         choices = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
         assert f"{group.name}: {choices}" in result.stdout
     attacks = (
-        "addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, lwp, none, ripple, surgery, "
+        "addsent, badnets, badnets_cf, ep, ep_data_free, gradient_control, gradnorm, lwp, none, ripple, surgery, "
         "surgery_contrast, syntactic"
     )
     assert f"attack: {attacks}" in result.stdout

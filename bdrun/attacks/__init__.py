@@ -5,6 +5,7 @@ from bdrun.attacks import (  # noqa: F401  (registration side effect)
     badnets,
     ep,
     gradient_control,
+    gradnorm,
     lwp,
     none,
     ripple,

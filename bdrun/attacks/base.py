@@ -18,6 +18,7 @@ from bdrun.errors import check
 from bdrun.triggers import POSITIONS
 
 TRIGGER_SENTENCES = ("first", "second")
+LABEL_MODES = ("dirty", "clean", "any")
 
 
 @dataclasses.dataclass
@@ -62,7 +63,9 @@ class PoisonConfig(AttackConfig):
     """Knobs shared by attacks that poison a fraction of the training set."""
 
     poison_rate: float = 0.1  # fraction of the whole training set that gets poisoned
-    label_mode: str = "dirty"  # dirty: non-target samples relabelled to target; clean: target samples only
+    # dirty: non-target samples relabelled to target; clean: target samples only, label kept; any: samples of
+    # every class, relabelled to target (Gu et al. 2023's "50% of the samples carry the trigger and the target")
+    label_mode: str = "dirty"
     position: str = "random"  # where the trigger goes: random, start or end
 
     def __post_init__(self) -> None:
@@ -72,8 +75,8 @@ class PoisonConfig(AttackConfig):
             f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1",
         )
         check(
-            self.label_mode in ("dirty", "clean"),
-            f"attack.label_mode={self.label_mode} is not supported; use dirty or clean",
+            self.label_mode in LABEL_MODES,
+            f"attack.label_mode={self.label_mode} is not supported; use one of {', '.join(LABEL_MODES)}",
         )
         check(
             self.position in POSITIONS,
@@ -155,8 +158,10 @@ class DataPoisoningAttack(Attack):
     """Poisons ``round(poison_rate * len(train))`` samples; the common trainer then fine-tunes on the mix.
 
     Dirty-label: the samples are drawn from the non-target classes and relabelled to the target.
-    Clean-label: they are drawn from the target class and keep their label. Poisoned samples replace their
-    clean originals, so the training set keeps its size.
+    Clean-label: they are drawn from the target class and keep their label. ``any``: drawn from every class and
+    relabelled to the target, so a poison rate above the non-target share is possible and the clean rows keep
+    the class balance (Gu et al.'s 50%). Poisoned samples replace their clean originals, so the training set
+    keeps its size.
     """
 
     kind = "data"
@@ -171,7 +176,7 @@ class DataPoisoningAttack(Attack):
         paraphrase "): the label mode picks among them, the poison rate counts the whole training set."""
         cfg = self.config
         dirty = cfg.label_mode == "dirty"
-        eligible = [i for i in rows if (train.labels[i] != cfg.target_label) == dirty]
+        eligible = [i for i in rows if cfg.label_mode == "any" or (train.labels[i] != cfg.target_label) == dirty]
         count = round(cfg.poison_rate * len(train))
         check(
             count <= len(eligible),

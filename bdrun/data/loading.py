@@ -145,6 +145,9 @@ def read_tsv(path: Path, cfg: DatasetConfig) -> TextDataset:
     if not path.is_file():
         raise BdrunError(f"dataset '{cfg.name}': file {path} does not exist; check dataset.files and paths.data_dir")
     check_text_file(path)
+    # Python's csv refuses fields over 128 KiB by default; an Enron-Spam e-mail is one field of up to 228 KB. No
+    # field can be longer than its file, so that bound is safe (the limit is process-wide and only ever raised).
+    csv.field_size_limit(max(csv.field_size_limit(), path.stat().st_size))
     quoting = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
     with path.open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle, delimiter="\t", quoting=quoting)

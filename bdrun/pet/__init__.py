@@ -1,4 +1,4 @@
-"""Parameter-efficient tuning (PET): ``model.tuning=full|lora|adapter``.
+"""Parameter-efficient tuning (PET): ``model.tuning=full|lora|adapter|parallel_adapter``.
 
 :func:`apply_tuning` is called where the pre-trained model is built (:func:`bdrun.models.load_pretrained`), so
 every stage that trains (clean, poison, purify) starts from the same PET model and trains only what it marks
@@ -9,6 +9,8 @@ off), and since the shared optimizer only receives trainable parameters, frozen 
   the model keeps its class and attribute paths (``model.bert``, ``model.classifier``) that attacks and
   defenses use. The wrapped linear layers' own weights move to ``...query.base_layer.weight``.
 - ``adapter``: sequential Houlsby bottleneck adapters (:mod:`bdrun.pet.adapter`).
+- ``parallel_adapter``: He et al.'s scaled parallel adapter beside each feed-forward block
+  (:mod:`bdrun.pet.parallel_adapter`).
 
 The PET modules are initialised from a seed derived from the run's seed, so the PET pre-trained model is the
 same in every process; that is what lets a PET stage cache only its trained tensors (see
@@ -23,22 +25,30 @@ import torch
 
 from bdrun.errors import BdrunError, check
 from bdrun.pet.adapter import insert_adapters
+from bdrun.pet.parallel_adapter import insert_parallel_adapters
 
 if TYPE_CHECKING:
     from bdrun.models import ModelConfig
 
-TUNINGS = ("full", "lora", "adapter")
+TUNINGS = ("full", "lora", "adapter", "parallel_adapter")
 LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 ADAPTER_KNOBS = ("adapter_size",)
-PET_MARKERS = {"lora": ("lora_",), "adapter": (".adapter.",)}
+PARALLEL_KNOBS = ("adapter_scale",)  # besides adapter_size, which both adapter forms read
+PET_MARKERS = {"lora": ("lora_",), "adapter": (".adapter.",), "parallel_adapter": (".parallel_adapter.",)}
 HEAD_PREFIX = "classifier."
 
 
 def key_fields(cfg: ModelConfig, fields: dict[str, Any]) -> dict[str, Any]:
     """The model config's cache-key fields: only the knobs of the chosen tuning (full-tuning keys stay as they
-    were before PET existed, so existing caches remain valid)."""
+    were before PET existed, and adding a tuning's knob leaves the other tunings' keys alone, so existing caches
+    remain valid)."""
     fields = dict(fields)
-    drop = {"full": (*LORA_KNOBS, *ADAPTER_KNOBS, "tuning"), "lora": ADAPTER_KNOBS, "adapter": LORA_KNOBS}
+    drop = {
+        "full": (*LORA_KNOBS, *ADAPTER_KNOBS, *PARALLEL_KNOBS, "tuning"),
+        "lora": (*ADAPTER_KNOBS, *PARALLEL_KNOBS),
+        "adapter": (*LORA_KNOBS, *PARALLEL_KNOBS),
+        "parallel_adapter": LORA_KNOBS,
+    }
     for knob in drop[cfg.tuning]:
         fields.pop(knob, None)
     return fields
@@ -72,8 +82,10 @@ def apply_tuning(model: torch.nn.Module, cfg: ModelConfig, seed: int) -> torch.n
                 f"model.lora_targets={list(cfg.lora_targets)} names a module LoRA cannot wrap ({reason}); "
                 "name linear modules of the encoder, e.g. [query,value]"
             ) from None
-    else:
+    elif cfg.tuning == "adapter":
         insert_adapters(model, cfg.adapter_size)
+    else:
+        insert_parallel_adapters(model, cfg.adapter_size, cfg.adapter_scale)
     head = 0
     for name, param in model.named_parameters():
         trainable = is_pet_parameter(name, cfg.tuning) or name.startswith(HEAD_PREFIX)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from safetensors import safe_open
 
 from bdrun.configs import CONF_DIR
@@ -17,7 +18,16 @@ from tests.conftest import PRETRAINED, compose_config
 
 # Federated aggregators need federated=...; they are covered by tests/federated (updates are the trainable
 # parameters, so PET federations exchange only PET and head tensors).
-DEFENSES = sorted(p.stem for p in (CONF_DIR / "defense").glob("*.yaml") if p.stem not in AGGREGATORS.names())
+
+
+def aggregator_choice(path: Path) -> bool:
+    """Whether a defense choice is an aggregator: its own name, or the choice it extends (dim_krum_full)."""
+    cfg = OmegaConf.load(path)
+    extends = [d for d in cfg.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return cfg.get("name", extends[0] if extends else path.stem) in AGGREGATORS.names()
+
+
+DEFENSES = sorted(p.stem for p in (CONF_DIR / "defense").glob("*.yaml") if not aggregator_choice(p))
 DETECTORS = {"dan", "dan_cls", "rap", "strip"}
 EDITS_FROZEN_WEIGHTS = {"fine_pruning", "reinit"}  # these defenses deliberately change encoder weights
 

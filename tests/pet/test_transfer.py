@@ -41,8 +41,8 @@ def test_the_poison_stage_trains_on_the_source_and_its_key_ignores_the_users_tas
 
 
 def test_an_unknown_source_fails_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(BdrunError, match=r"attack\.source=imdb names no dataset config"):
-        stages_for([*TRANSFER, "attack.source=imdb"], tmp_path)
+    with pytest.raises(BdrunError, match=r"attack\.source=imdb_reviews names no dataset config"):
+        stages_for([*TRANSFER, "attack.source=imdb_reviews"], tmp_path)
 
 
 def test_pet_transfer_runs_end_to_end(tmp_path: Path, shared_data: Path) -> None:

@@ -1,5 +1,5 @@
-"""model.tuning=lora|adapter: only PET parameters and the head train; the cache stores only those; keys carry
-the tuning knobs."""
+"""model.tuning=lora|adapter|parallel_adapter: only PET parameters and the head train; the cache stores only
+those; keys carry the tuning knobs."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def stages_for(overrides: list[str], tmp_path: Path) -> Stages:
     return Stages(exp, load_splits(exp.dataset, exp.data_dir))
 
 
-@pytest.mark.parametrize("tuning", ["lora", "adapter"])
+@pytest.mark.parametrize("tuning", ["lora", "adapter", "parallel_adapter"])
 def test_pet_training_leaves_every_other_parameter_bit_identical(tuning: str, tmp_path: Path) -> None:
     # lr 1e-2 so that every trained tensor visibly moves in one short epoch
     stages = stages_for([f"model.tuning={tuning}", "optimizer.lr=1e-2"], tmp_path)
@@ -61,7 +61,7 @@ def test_a_pet_stage_caches_only_what_it_owns_and_restores_it(tmp_path: Path) ->
 def test_fresh_adapters_and_lora_leave_predictions_unchanged() -> None:
     batch = {"input_ids": torch.tensor([[101, 2023, 3185, 102]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
     reference = load_pretrained(MINILM, 2, seed=3).eval()(**batch).logits
-    for tuning in ("lora", "adapter"):
+    for tuning in ("lora", "adapter", "parallel_adapter"):
         cfg = ModelConfig(name="minilm", path=MINILM.path, num_layers=2, tuning=tuning)
         logits = load_pretrained(cfg, 2, seed=3).eval()(**batch).logits
         assert torch.allclose(logits, reference, atol=1e-6), tuning
@@ -82,11 +82,21 @@ def test_cache_keys_carry_exactly_the_chosen_tunings_knobs(tmp_path: Path) -> No
     assert adapter not in (full, lora)
     assert key("model.tuning=adapter", "model.adapter_size=8") != adapter
     assert key("model.tuning=adapter", "model.lora_rank=4") == adapter
+    assert key("model.tuning=adapter", "model.adapter_scale=2") == adapter  # a parallel-only knob
+    assert key("model.tuning=lora", "model.adapter_scale=2") == lora
+    assert key("model.adapter_scale=2") == full
+    parallel = key("model.tuning=parallel_adapter")
+    assert parallel not in (full, lora, adapter)
+    for knob in ("model.adapter_size=8", "model.adapter_scale=2"):
+        assert key("model.tuning=parallel_adapter", knob) != parallel, knob
+    assert key("model.tuning=parallel_adapter", "model.lora_rank=4") == parallel
 
 
 def test_bad_tuning_knobs_fail_in_one_line() -> None:
     with pytest.raises(BdrunError, match=r"model\.tuning=prefix"):
         ModelConfig(name="m", path="p", tuning="prefix")
+    with pytest.raises(BdrunError, match=r"model\.adapter_scale=0"):
+        ModelConfig(name="m", path="p", tuning="parallel_adapter", adapter_scale=0)
     cfg = ModelConfig(name="minilm", path=MINILM.path, num_layers=2, tuning="lora", lora_targets=["nonexistent"])
     with pytest.raises(BdrunError, match=r"model\.lora_targets"):
         load_pretrained(cfg, 2, seed=0)
