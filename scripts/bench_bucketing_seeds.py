@@ -1,21 +1,25 @@
-"""Length bucketing against none: clean CACC, backdoored CACC and ASR over seeds (mean ± std), and job time.
+"""Length bucketing against none: clean CACC, backdoored CACC and ASR over seeds, paired by seed, and job time.
 
 Why: ``trainer.bucketing=true`` (batches of similar-length inputs, less padding) changes the data order, so
 it changes the trained models; ``scripts/bench_train_throughput.py --compare bucketing`` shows what it saves
 per sample, this script shows what it does to the results at the CPU preset's sizes, over several seeds.
+``trainer.bucket_batches`` is the size of the shuffled mega-batch that is sorted by length (in batches): the
+smaller it is, the more random each batch's neighbours and the more padding is left.
 
-How: one real ``bdrun`` process per (bucketing, seed), BadNets ``attack=badnets_cf`` at ``experiment=cpu_sizes``
-(2,000 SST-2 training sentences, 1 epoch, batch 16, lr 1e-4, max length 64; the preset turns bucketing on,
-the override sets it) with the clean reference (``clean=true``), so each job trains a clean and a backdoored
-model and evaluates both on the full test set. Runs alternate between the two sides, in an order that flips
-per seed, so load on a shared host hits both alike. All jobs share one ``BDRUN_CACHE_DIR``; the two sides and
-the seeds have different cache keys, so nothing is reused within one invocation (the table says when a stage
-was reused, e.g. on a rerun, in which case job times do not measure training). metrics.json carries no train
-throughput for the clean and poison stages, so the table gives each job's wall time (process start-up and
-evaluation included) instead.
+How: one real ``bdrun`` process per (side, seed), BadNets ``attack=badnets_cf`` at ``experiment=cpu_sizes``
+(2,000 SST-2 training sentences, 1 epoch, batch 16, lr 1e-4, max length 64) with the clean reference
+(``clean=true``), so each job trains a clean and a backdoored model and evaluates both on the full test set.
+A side is a set of overrides (``--sides``, separated by ``;``; the first is the reference the others are
+compared with). Within each seed the sides run in an order that rotates per seed, so load on a shared host
+hits all alike. Each side's difference to the reference is the mean of the per-seed differences with Student's
+t 95% interval (:mod:`bdrun.stats`): "not distinguishable" when the interval holds zero. All jobs share one
+``BDRUN_CACHE_DIR``; sides and seeds have different cache keys, so nothing is reused within one invocation (the
+per-job table says when a stage was reused, e.g. on a rerun, in which case job times do not measure training).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 BDRUN_CACHE_DIR=outputs/bench-cache-bucketing \\
-        python scripts/bench_bucketing_seeds.py --seeds 42,1,2 --out docs/results/bucketing_seeds.md
+        python scripts/bench_bucketing_seeds.py --seeds 42,1,2,3,4 \\
+        --sides "trainer.bucketing=false;trainer.bucket_batches=8;trainer.bucket_batches=50" \\
+        --out docs/results/bucketing_seeds.md
 """
 
 from __future__ import annotations
@@ -29,36 +33,31 @@ import time
 from pathlib import Path
 
 from bdrun.report import stat
+from bdrun.stats import paired_difference
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("clean.cacc", "backdoored.cacc", "backdoored.asr")
+SIDES = "trainer.bucketing=false;trainer.bucketing=true"
 
 
-def run_job(bucketing: str, seed: str, run_dir: Path, extra: list[str], env: dict[str, str]) -> dict:
-    overrides = [
-        "experiment=cpu_sizes",
-        "attack=badnets_cf",
-        "logger=none",
-        f"trainer.bucketing={bucketing}",
-        f"seed={seed}",
-        *extra,
-    ]
+def run_job(side: str, seed: str, run_dir: Path, extra: list[str], env: dict[str, str]) -> dict:
+    overrides = ["experiment=cpu_sizes", "attack=badnets_cf", "logger=none", *side.split(), f"seed={seed}", *extra]
     command = [sys.executable, "-c", "from bdrun.cli import main; main()", *overrides, f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"bdrun failed (bucketing={bucketing}, seed={seed}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        sys.exit(f"bdrun failed ({side}, seed={seed}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     report = json.loads((run_dir / "metrics.json").read_text())
     values = {m: report[m.split(".")[0]][m.split(".")[1]] for m in METRICS}
     reused = [role for role, stage in report.get("stages", {}).items() if stage.get("reused")]
     print(
-        f"bucketing={bucketing} seed={seed}: {seconds:.0f} s, "
+        f"{side} seed={seed}: {seconds:.0f} s, "
         + ", ".join(f"{m} {100 * v:.2f}%" for m, v in values.items())
         + (f" (reused: {', '.join(reused)})" if reused else ""),
         flush=True,
     )
-    return {"bucketing": bucketing, "seed": seed, "seconds": seconds, "reused": reused, **values}
+    return {"side": side, "seed": seed, "seconds": seconds, "reused": reused, **values}
 
 
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -69,9 +68,59 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return text if result.std is None else f"{text} ± {scale * result.std:.{digits}f}"
 
 
+def tables(jobs: list[dict], sides: list[str], seeds: list[str]) -> list[str]:
+    """Mean ± std per side, each side's paired difference to the first, and every job."""
+    lines = [
+        f"Mean ± sample std over {len(seeds)} seeds, percent; job time in seconds (one `bdrun` process: clean and "
+        "backdoored training, both evaluations, start-up).",
+        "",
+        "| side | clean CACC | backdoored CACC | ASR | job time s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    by_side = {side: {j["seed"]: j for j in jobs if j["side"] == side} for side in sides}
+    for side in sides:
+        rows = list(by_side[side].values())
+        cells = [mean_std([j[m] for j in rows]) for m in METRICS]
+        lines.append(f"| `{side}` | " + " | ".join(cells) + f" | {mean_std([j['seconds'] for j in rows], 1, 0)} |")
+    reference = sides[0]
+    lines += [
+        "",
+        f"Paired by seed against `{reference}`: mean difference in points [95% interval] and the verdict "
+        "(ahead / behind only when the whole interval is on one side of zero); job time as the mean of the "
+        "per-seed ratios.",
+        "",
+        "| side | Δ clean CACC | Δ backdoored CACC | Δ ASR | job time ratio |",
+        "|---|---|---|---|---:|",
+    ]
+    for side in sides[1:]:
+        cells = []
+        for metric in METRICS:
+            base = [by_side[reference][s][metric] for s in seeds]
+            other = [by_side[side][s][metric] for s in seeds]
+            diff = paired_difference(base, other)
+            cells.append(f"{diff.text()} {diff.verdict()}")
+        ratio = stat([by_side[side][s]["seconds"] / by_side[reference][s]["seconds"] for s in seeds])
+        lines.append(f"| `{side}` | " + " | ".join(cells) + f" | {ratio.mean:.2f} |")
+    lines += [
+        "",
+        "Per job (in run order):",
+        "",
+        "| seed | side | clean CACC | backdoored CACC | ASR | job time s | reused stages |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for j in jobs:
+        lines.append(
+            f"| {j['seed']} | `{j['side']}` | "
+            + " | ".join(f"{100 * j[m]:.2f}" for m in METRICS)
+            + f" | {j['seconds']:.0f} | {', '.join(j['reused']) or 'none'} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,1,2", help="comma-separated seeds")
+    parser.add_argument("--sides", default=SIDES, help=f"';'-separated override sets, first = reference ({SIDES})")
     parser.add_argument("--out", type=Path)
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
@@ -82,13 +131,16 @@ def main() -> None:
     env.setdefault("MKL_NUM_THREADS", "1")
     root = REPO / "outputs" / "runs" / "bench_bucketing" / time.strftime("%Y-%m-%d_%H-%M-%S")
     seeds = args.seeds.split(",")
+    sides = [side.strip() for side in args.sides.split(";") if side.strip()]
     started = time.time()
     jobs = []
     for i, seed in enumerate(seeds):
-        sides = ("false", "true") if i % 2 == 0 else ("true", "false")
-        for bucketing in sides:
-            jobs.append(run_job(bucketing, seed, root / f"bucketing_{bucketing}_seed{seed}", args.extra, env))
+        for k in range(len(sides)):
+            side = sides[(i + k) % len(sides)]
+            folder = "_".join(part.split(".")[-1].replace("=", "-") for part in side.split())
+            jobs.append(run_job(side, seed, root / f"{folder}_seed{seed}", args.extra, env))
 
+    sides_arg = f' --sides "{args.sides}"' if args.sides != SIDES else ""
     lines = [
         f"BadNets (`attack=badnets_cf`), `experiment=cpu_sizes logger=none`, seeds {', '.join(seeds)}; "
         f"{env['OMP_NUM_THREADS']} OMP thread(s); extra overrides: {' '.join(args.extra) or 'none'}. "
@@ -97,33 +149,12 @@ def main() -> None:
         "```bash",
         f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} MKL_NUM_THREADS={env['MKL_NUM_THREADS']} "
         f"BDRUN_CACHE_DIR={env['BDRUN_CACHE_DIR']} \\",
-        f"    python scripts/bench_bucketing_seeds.py --seeds {args.seeds} --out docs/results/bucketing_seeds.md"
-        + (f" -- {' '.join(args.extra)}" if args.extra else ""),
+        f"    python scripts/bench_bucketing_seeds.py --seeds {args.seeds}{sides_arg} "
+        "--out docs/results/bucketing_seeds.md" + (f" -- {' '.join(args.extra)}" if args.extra else ""),
         "```",
         "",
-        f"Mean ± sample std over {len(seeds)} seeds, percent; job time in seconds (one `bdrun` process: clean and "
-        "backdoored training, both evaluations, start-up).",
-        "",
-        "| trainer.bucketing | clean CACC | backdoored CACC | ASR | job time s |",
-        "|---|---:|---:|---:|---:|",
+        *tables(jobs, sides, seeds),
     ]
-    for side in ("false", "true"):
-        rows = [j for j in jobs if j["bucketing"] == side]
-        cells = [mean_std([j[m] for j in rows]) for m in METRICS]
-        lines.append(f"| {side} | " + " | ".join(cells) + f" | {mean_std([j['seconds'] for j in rows], 1, 0)} |")
-    lines += [
-        "",
-        "Per job (in run order):",
-        "",
-        "| seed | trainer.bucketing | clean CACC | backdoored CACC | ASR | job time s | reused stages |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for j in jobs:
-        lines.append(
-            f"| {j['seed']} | {j['bucketing']} | "
-            + " | ".join(f"{100 * j[m]:.2f}" for m in METRICS)
-            + f" | {j['seconds']:.0f} | {', '.join(j['reused']) or 'none'} |"
-        )
     body = "\n".join(lines)
     print(body)
     if args.out:

@@ -27,6 +27,7 @@ from bdrun.cli import CONF_DIR
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("BDRUN_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
+
 def write_random_bert(folder: Path, hidden: int = 32, layers: int = 2) -> Path:
     """A randomly initialised BERT with MiniLM's tokenizer and vocabulary, a few hundred times smaller.
 
@@ -138,7 +139,6 @@ def sigkill_cli_when(args: list[str], cwd: Path, watch: str, timeout: float = 60
 @pytest.fixture(scope="session")
 def random_bert() -> Path:
     return RANDOM_BERT
-
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -58,6 +58,19 @@ def test_a_preset_may_set_top_level_keys() -> None:
     assert composed("paper_gradient_control_cpu").clean is False  # LFR needs no clean reference
 
 
+def test_cpu_sizes_give_a_dataset_its_own_budget_and_the_command_line_still_wins() -> None:
+    # Hate speech at 2,000 rows for one epoch collapses to "not hate" (docs/papers.md): it gets all its rows and two
+    # epochs; every other dataset keeps the shared budget.
+    def sizes(*overrides: str) -> tuple[int | None, int]:
+        args = parse_arguments(["experiment=cpu_sizes", *overrides])
+        cfg = config_loader(args).load_configuration("config", ["experiment=cpu_sizes", *overrides], RunMode.RUN)
+        return cfg.dataset.max_samples.train, cfg.trainer.epochs
+
+    assert sizes("dataset=sst2") == (2000, 1)
+    assert sizes("dataset=hate_speech") == (7074, 2)
+    assert sizes("dataset=hate_speech", "trainer.epochs=3", "dataset.max_samples.train=500") == (500, 3)
+
+
 def test_a_preset_sweep_runs_as_declared_and_the_summary_has_its_rows(tmp_path: Path) -> None:
     # paper_meft_cpu sweeps attack x defense; fixing the attack leaves its four defenses, meft_training included.
     result = run_cli(["-m", "experiment=paper_meft_cpu", "attack=badnets_cf", *TINY, "hydra.sweep.dir=sweep"], tmp_path)
