@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bdrun.batching import collate, encode
 from bdrun.data import TextDataset
-from bdrun.evaluation import Reduce, batch_outputs, predict
+from bdrun.inference import Reduce, batch_outputs, predict
 from bdrun.models import ModelConfig
 from bdrun.optimizers import OPTIMIZERS, Optimizer
 from bdrun.training import GradientStep, LossFn, TrainerConfig, train

@@ -11,103 +11,31 @@ DAN and RAP papers do. FAR at FRR 1% / 5% uses thresholds that the detector set 
 scores when it was fitted, as the official DAN and RAP evaluations do, never thresholds set on the test scores.
 A rejected input gets the prediction :data:`REJECTED`, so a rejected clean input is an
 error and a rejected triggered input is not a success; CACC and ASR after rejection count every input.
+
+Batched prediction, accuracy and the held-out FRR thresholds live one level down, in :mod:`bdrun.inference`,
+because the defenses and the stage context use them too and this module sits above both.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from bdrun.attacks import Attack
-from bdrun.batching import collate, encode
 from bdrun.data import TextDataset
-from bdrun.progress import progress_bar
-from bdrun.training import autocast
+from bdrun.inference import accuracy, predict
 
-if TYPE_CHECKING:  # runtime imports would be circular (the context and the defenses use predict)
+if TYPE_CHECKING:  # annotations only: evaluation sits above the context and the defenses, never below
     from bdrun.context import StageContext
     from bdrun.defenses.base import Detector
 
 REJECTED = -1  # the "prediction" of an input that a detector rejects
-DETECTION_FRRS = (0.01, 0.05)  # FAR is reported at these false-rejection rates, set on held-out clean scores
-
-
-Reduce = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
-
-
-@torch.no_grad()
-def batch_outputs(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    reduce: Reduce,
-    *,
-    max_length: int,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    desc: str = "predict",
-    **forward_args: Any,
-) -> torch.Tensor:
-    """``reduce(model output, batch)`` per text (first dimension), on the CPU, in the order of ``texts``.
-
-    Inputs run sorted by length so that batches carry little padding. ``forward_args`` go to the model
-    (e.g. ``output_hidden_states=True`` for detectors that read every layer).
-    """
-    encoded = encode(tokenizer, texts, max_length) if texts else []
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    rows: list[torch.Tensor] = []
-    model.to(device).eval()
-    with progress_bar() as bar:
-        task = bar.add_task(desc, total=len(order), info="")
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = collate([encoded[i] for i in chunk], tokenizer.pad_token_id, device)
-            with autocast(device, precision):
-                output = model(**batch, **forward_args)
-            rows.append(reduce(output, batch).cpu())
-            bar.update(task, advance=len(chunk))
-    if not rows:
-        return torch.empty(0)
-    stacked = torch.cat(rows)
-    result = torch.empty_like(stacked)
-    result[torch.tensor(order)] = stacked
-    return result
-
-
-def predict(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "fp32",
-    desc: str = "predict",
-) -> list[int]:
-    """Predicted class per text."""
-    return batch_outputs(
-        model,
-        tokenizer,
-        texts,
-        lambda output, batch: output.logits.argmax(dim=-1),
-        max_length=max_length,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        desc=desc,
-    ).tolist()
-
-
-def accuracy(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    return sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels)
 
 
 def triggered_test_inputs(test: TextDataset, attack: Attack, seed: int) -> list[str]:
@@ -144,19 +72,6 @@ def evaluate_model(
             metrics["asr"] = attack_success_rate(predictions, attack.target_label)
             metrics["asr_samples"] = float(len(triggered))
     return metrics, clean_predictions
-
-
-def threshold_at_frr(clean_scores: np.ndarray, frr: float) -> float:
-    """The score above which at most a fraction ``frr`` of ``clean_scores`` lies (flag: score > threshold).
-
-    The ``higher`` quantile (an observed score, never an interpolation below it) guarantees the bound.
-    """
-    return float(np.quantile(np.asarray(clean_scores, dtype=np.float64), 1.0 - frr, method="higher"))
-
-
-def frr_thresholds(heldout_clean_scores: np.ndarray) -> dict[float, float]:
-    """The threshold of each FRR in :data:`DETECTION_FRRS`, set on held-out clean scores (never the test's)."""
-    return {frr: threshold_at_frr(heldout_clean_scores, frr) for frr in DETECTION_FRRS}
 
 
 def detection_metrics(

@@ -1,25 +1,42 @@
-"""The PET benchmark: what a PET step costs against a full-tuning step, and gradient control against vanilla.
+"""The PET benchmark (Gu et al., ACL 2023, issue 22 part 4): a PET step's cost, and the paper's Tables 1-3.
 
-1. **Step cost** (in this process, same batches): trainable parameters, tensors that get a gradient, AdamW
-   state, seconds per step and (on CUDA) peak memory, for ``model.tuning=full,lora,adapter``.
-2. **LFR after the user's fine-tuning** (Gu et al. 2023's table), one Hydra multirun of the real ``bdrun``
-   command per transfer pair A→B: ``experiment=pet_transfer attack=gradient_control`` over
-   ``attack.clnorm × attack.ilproj × model.tuning``. Both controls off is exactly ``attack=badnets``
-   (the paper's "Vanilla", see bdrun/attacks/gradient_control.py); the two single-control rows are the
-   ablation. LFR = ASR on B's test set after the user fine-tuned the backdoored PET module on B.
+1. **Step cost** (in this process, same batches): trainable parameters, tensors with a gradient, AdamW state,
+   seconds per step and (on CUDA) peak memory, for ``model.tuning=full,lora,adapter,parallel_adapter``
+   (``--cost-steps 0`` skips it).
+2. **The table**: rows Clean, Vanilla, RIPPLe, LWP, GradNorm, ILProj only, CLNorm only, both (gradient control),
+   for the paper's four transfer pairs A→B and PET forms; per cell the attacker's module's CACC / ASR on B, the
+   CACC / LFR after the user's fine-tuning on B (``defense=fine_tuning``, docs/pet.md), mean ± std over seeds, and
+   the method − vanilla LFR difference with its paired 95% interval and a verdict. The verdict is only given
+   where the setting can decide (preconditions (a)-(d), checked and printed: scripts/pet_table.py); elsewhere it
+   reads "setting cannot decide" and says why. One Hydra multirun of the real ``bdrun`` per pair × row, over
+   ``model.tuning`` × ``seed``, on ``experiment=pet_paper`` (or ``--preset pet_paper_cpu``): the paper's
+   poisoning (50%, ``label_mode=any``, triggers ``cf mn bb tq mb``; ten per sample for a spam source).
 
-Full size (meant for a GPU; the paper: 10 attacker epochs, 5 user epochs, lr 2e-5, batch 32)::
+Choices (printed with the table): **Clean** is ``attack=badnets attack.poison_rate=0`` on A: a clean module trained
+on the attacker's data and budget, so precondition (a) compares like with like (a module trained on A and read
+on B). **Long texts** (pairs with IMDB or Enron): ``--long-text start`` (default) inserts every trigger at the start
+of the text, so truncation at ``model.max_length`` keeps it (at 64 tokens only 33-46% of random single triggers
+survive, docs/attacks.md); ``--long-text 512`` keeps random positions at 512 tokens instead (96% / 93% survive).
+**α**: the gradient-control rows of a ``_cpu`` preset get ``attack.clnorm_alpha_scale=paper_steps`` (CLNorm's
+weights relax as far as over the paper's ~19k steps), the full preset the paper's α. LWP keeps its own
+two-word combinations (no ``num_triggers``). ``attack.seed`` (which rows are poisoned) stays 0 across seeds.
 
-    python scripts/bench_pet.py --out docs/results/pet.md
+Full table (a GPU; 4 pairs × 2 PET forms × 8 rows × 3 seeds = 192 jobs, bert-base at the paper's sizes)::
 
-Tiny CPU check (what was run on the 2-core machine, see docs/results/pet.md)::
+    BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_pet.py --seeds 1,2,3 --out docs/results/pet.md
 
-    python scripts/bench_pet.py --pairs sst2_glue:sst2 --tunings adapter --source-train 400 --user-train 400 \\
-        --test 200 --cost-steps 5 --out docs/results/pet.md -- trainer.epochs=3 defense.epochs=2 optimizer.lr=2e-3 \\
-        model.max_length=32 trainer.batch_size=16
+No GPU throughput is measured in this repository; at an assumed 2,000 samples/s (bert-base, PET, 128 tokens) a
+job's ~190k training samples take ~2 min, so the table is ~6-7 GPU hours: time one job first.
 
-The paper's pairs use IMDB and Enron, which ``shared/data`` lacks; the nearest pairs here are GLUE SST-2
-(phrases) → SST-2 (sentences) and Stormfront hate speech → Ling-Spam (a cross-task pair: both "target = 1").
+Reduced CPU table (one pair, adapter only, 3 seeds, 24 jobs at pet_paper_cpu's sizes)::
+
+    OMP_NUM_THREADS=1 BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_pet.py --preset pet_paper_cpu \\
+        --pairs sst2:imdb --tunings adapter --seeds 1,2,3 --cost-steps 0 --out docs/results/pet.md
+
+A job there trains ~3,000 samples (600 × 3 attacker + 600 × 2 user epochs, 32 tokens) and evaluates ~1,600;
+at the 24-26 samples/s of one thread in docs/results/speed.md (full MiniLM, 64 tokens; a PET step costs 0.6-0.8×
+a full one) that is ~2 min a job, ~50 min for the 24 jobs (RIPPLe's double backward and LWP's extra rows add
+to theirs); the earlier 4-row run of this script took ~1 min a job on one shared core (docs/results/pet.md).
 """
 
 from __future__ import annotations
@@ -28,23 +45,18 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from bench_defenses import publish
+from pet_table import PAIRS, ROWS, Run, pair_overrides, table
 
-from bdrun.report import stat
-from bdrun.results import Job, find_jobs
+from bdrun.results import find_jobs
 from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
 REPO = Path(__file__).resolve().parent.parent
-PAIRS = ["sst2_glue:sst2", "sst2:sst2_glue", "hate_speech:lingspam", "lingspam:hate_speech"]
-ROWS = {
-    ("false", "false"): "vanilla (= badnets)",
-    ("true", "false"): "CLNorm only",
-    ("false", "true"): "ILProj only",
-    ("true", "true"): "gradient control",
-}
+TUNINGS = ["adapter", "parallel_adapter"]
 
 
 def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
@@ -96,104 +108,134 @@ def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
     return lines
 
 
-def lfr_table(
-    pairs: list[str], tunings: list[str], seeds: list[str], sizes: list[str], extra: list[str], root: Path
+def row_args(
+    preset: str, pair: str, key: str, tunings: list[str], seeds: list[str], long_text: str, extra: list[str]
 ) -> list[str]:
-    """One multirun per pair over tuning × CLNorm × ILProj × seed; cells are mean ± std over the seeds.
-
-    ``clean=false``: LFR needs no clean reference model, so none is trained.
-    """
-    lines = [
-        "| pair A→B | tuning | row | backdoored CACC | backdoored ASR | CACC after user FT | LFR after user FT |",
-        "|---|---|---|---:|---:|---:|---:|",
+    """The bdrun multirun of one pair × row, over PET form × seed (without where it writes)."""
+    row = ROWS[key]
+    scale = "paper_steps" if preset.endswith("_cpu") else "none"
+    return [
+        "-m",
+        f"experiment={preset}",
+        *row.overrides,
+        *pair_overrides(pair, row, long_text),
+        *([f"attack.clnorm_alpha_scale={scale}"] if row.gradient_control else []),
+        "logger=none",
+        f"model.tuning={','.join(tunings)}",
+        f"seed={','.join(seeds)}",
+        *extra,
     ]
+
+
+def run_rows(pairs: list[str], rows: list[str], root: Path, make_args: Callable[[str, str], list[str]]) -> list[str]:
+    """Run every pair × row multirun under ``root/<A>_to_<B>/<row>``; a failed multirun is reported, not fatal
+    (its cells then lack seeds and say so)."""
     commands = []
     for pair in pairs:
-        source, target = pair.split(":")
-        sweep = root / pair.replace(":", "_to_")
-        args = [
-            "-m",
-            "experiment=pet_transfer",
-            "attack=gradient_control",
-            f"attack.source={source}",
-            f"dataset={target}",
-            "logger=none",
-            "clean=false",
-            f"model.tuning={','.join(tunings)}",
-            "attack.clnorm=false,true",
-            "attack.ilproj=false,true",
-            f"seed={','.join(seeds)}",
-            *sizes,
-            *extra,
-        ]
-        started = time.time()
-        where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get too long
-        command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, *where]
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-        commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min)")
-        if result.returncode != 0:
-            sys.exit(f"bdrun failed for {pair}:\n{result.stderr[-3000:]}")
-        cells: dict[tuple[str, str], list[Job]] = {}
-        for job in find_jobs([sweep]):
-            if job.status == "completed":
-                row = ROWS[(job.value("attack.clnorm").lower(), job.value("attack.ilproj").lower())]
-                cells.setdefault((job.value("model.tuning"), row), []).append(job)
-        for tuning in tunings:
-            for row in ROWS.values():
-                runs = cells.get((tuning, row), [])
-                values = [
-                    mean_std([j.metrics[k] for j in runs])
-                    + (f" {COLLAPSE_MARK}" if any(j.collapsed(k) for j in runs) else "")
-                    for k in ("backdoored.cacc", "backdoored.asr", "purified.cacc", "purified.asr")
-                ]
-                lines.append(f"| {source}→{target} | {tuning} | {row} | " + " | ".join(values) + " |")
-    if any(COLLAPSE_MARK in line for line in lines):
-        lines += ["", f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)"]
-    return [*lines, "", "Commands:", *(f"- {c}" for c in commands)]
+        for key in rows:
+            args = make_args(pair, key)
+            sweep = root / pair.replace(":", "_to_") / key
+            where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get long
+            started = time.time()
+            command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, *where]
+            result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+            status = "" if result.returncode == 0 else ", FAILED"
+            commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min{status})")
+            print(commands[-1], flush=True)
+            if result.returncode != 0:
+                print(result.stderr[-3000:], file=sys.stderr, flush=True)
+    return commands
 
 
-def mean_std(values: list[float]) -> str:
-    """Percent, mean ± sample std over seeds (as ``bdrun-report`` prints it); n/a without a finished run."""
-    result = stat(values)
-    if result is None:
-        return "n/a"
-    return f"{100 * result.mean:.1f}" + ("" if result.std is None else f" ± {100 * result.std:.1f}")
+def collect(root: Path) -> dict[tuple[str, str, str], list[Run]]:
+    """The finished runs under ``root``, by (pair, PET form, row key), read from each run's metrics.json."""
+    cells: dict[tuple[str, str, str], list[Run]] = {}
+    for job in find_jobs([root]):
+        if job.status != "completed":
+            continue
+        m = job.metrics
+        run = Run(
+            seed=str(job.value("seed")),
+            cacc=m["backdoored.cacc"],
+            asr=m["backdoored.asr"],
+            user_cacc=m["purified.cacc"],
+            lfr=m["purified.asr"],
+            collapsed=job.collapsed("backdoored.cacc"),
+            user_collapsed=job.collapsed("purified.cacc"),
+        )
+        pair = job.run_dir.parent.parent.name.replace("_to_", ":")
+        cells.setdefault((pair, str(job.value("model.tuning")), job.run_dir.parent.name), []).append(run)
+    return cells
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated source:target dataset names")
-    parser.add_argument("--tunings", default="adapter,lora")
-    parser.add_argument("--seeds", default="42", help="comma-separated seeds; cells are mean ± std over them")
+    parser.add_argument("--out", type=Path, help="markdown file whose bench markers get the tables")
+    parser.add_argument("--preset", default="pet_paper", help="pet_paper (the paper's sizes) or pet_paper_cpu")
+    parser.add_argument("--pairs", default=",".join(PAIRS), help="comma-separated A:B (attack.source:dataset)")
+    parser.add_argument("--tunings", default=",".join(TUNINGS), help="PET forms; lora is optional")
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (verdicts need at least 3)")
+    parser.add_argument("--long-text", default="start", help="start, or a model.max_length for long-text pairs")
     parser.add_argument("--source-train", type=int, help="cap on A's training rows (attack.source_max_train)")
     parser.add_argument("--user-train", type=int, help="cap on B's training rows (dataset.max_samples.train)")
     parser.add_argument("--test", type=int, help="cap on B's test rows (dataset.max_samples.test)")
-    parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per tuning for the step cost")
+    parser.add_argument("--collect", type=Path, help="only tabulate the runs already finished under this folder")
+    parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per tuning for the step cost (0: skip)")
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
+    pairs, tunings, rows, seeds = (x.split(",") for x in (args.pairs, args.tunings, args.rows, args.seeds))
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"unknown rows {unknown}; choose from {','.join(ROWS)}")
+    if args.long_text != "start" and not args.long_text.isdigit():
+        sys.exit(f"--long-text={args.long_text}: use start or a token count")
     sizes = [
-        f"attack.source_max_train={args.source_train or 'null'}",
-        f"dataset.max_samples.train={args.user_train or 'null'}",
-        f"dataset.max_samples.test={args.test or 'null'}",
+        f"{knob}={value}"
+        for knob, value in (
+            ("attack.source_max_train", args.source_train),
+            ("dataset.max_samples.train", args.user_train),
+            ("dataset.max_samples.test", args.test),
+        )
+        if value is not None
     ]
-    root = REPO / "outputs" / "multirun" / "bench_pet" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    extra = [*sizes, *args.extra]
+    root = args.collect or REPO / "outputs" / "multirun" / "bench_pet" / time.strftime("%Y-%m-%d_%H-%M-%S")
     started = time.time()
-    cost = step_cost(["full", "lora", "adapter"], args.cost_steps, 32)
-    print("\n".join(cost), flush=True)
-    lfr = lfr_table(args.pairs.split(","), args.tunings.split(","), args.seeds.split(","), sizes, args.extra, root)
-    lines = [
-        "### Step cost: PET against full tuning",
+    lines: list[str] = []
+    if args.cost_steps > 0:
+        cost = step_cost(["full", "lora", "adapter", "parallel_adapter"], args.cost_steps, 32)
+        print("\n".join(cost), flush=True)
+        lines += ["### Step cost: PET against full tuning", "", *cost, ""]
+    commands = []
+    if not args.collect:
+
+        def make_args(pair: str, key: str) -> list[str]:
+            return row_args(args.preset, pair, key, tunings, seeds, args.long_text, extra)
+
+        commands = run_rows(pairs, rows, root, make_args)
+    shown = root.resolve().relative_to(REPO) if root.resolve().is_relative_to(REPO) else root  # docs: no absolute paths
+    long_rule = (
+        "every trigger at the start of the text (attack.position=start)"
+        if args.long_text == "start"
+        else f"model.max_length={args.long_text}, random positions"
+    )
+    lines += [
+        "### The PET table: LFR after the user's fine-tuning, against vanilla",
         "",
-        *cost,
+        f"Preset `experiment={args.preset}`; PET forms {', '.join(tunings)}; seeds {', '.join(seeds)}; extra "
+        f"overrides: {' '.join(extra) or 'none'}. Spam sources get attack.num_triggers=10 (not LWP: its own "
+        f"two-word combinations). Pairs with IMDB or Enron: {long_rule}. Clean = attack=badnets "
+        "attack.poison_rate=0 on A. Preconditions: (a) the module's CACC at most 3 points below Clean's and no "
+        "seed collapsed, (b) vanilla's LFR at least 10 points below its ASR, (c) at least 3 shared seeds, (d) no "
+        f"retrained module collapsed. Runs: `{shown}`. Whole benchmark: {(time.time() - started) / 60:.1f} min.",
         "",
-        "### LFR after the user's fine-tuning: vanilla against gradient control",
+        *table(collect(root), pairs, tunings, rows),
         "",
-        f"Sizes: {' '.join(sizes)}; extra overrides: {' '.join(args.extra) or 'none'}. "
-        f"Whole benchmark: {(time.time() - started) / 60:.1f} min.",
-        "",
-        *lfr,
+        f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)",
     ]
+    if commands:
+        lines += ["", "Commands:", *(f"- {c}" for c in commands)]
     publish(lines, args.out)
 
 

@@ -37,7 +37,7 @@ import torch
 
 from bdrun.batching import collate, encode
 from bdrun.data import DatasetConfig, load_splits
-from bdrun.evaluation import predict
+from bdrun.inference import predict
 from bdrun.models import ModelConfig, load_pretrained, load_tokenizer, pick_device
 from bdrun.optimizers import OPTIMIZERS
 from bdrun.optimizers.adamw import AdamW

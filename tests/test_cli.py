@@ -34,7 +34,7 @@ def test_unknown_choice_inside_a_sweep(tmp_path: Path) -> None:
 
 def test_out_of_range_knob(tmp_path: Path) -> None:
     result = run_cli(["attack.poison_rate=1.5", "logger=none"], tmp_path)
-    assert_one_clear_line(result, "attack.poison_rate=1.5", "(0, 1]")
+    assert_one_clear_line(result, "attack.poison_rate=1.5", "[0, 1]")
 
 
 def test_missing_data_directory(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import bdrun.pipeline as pipeline
+import bdrun.stages
 from bdrun.batching import encode
 from bdrun.models import ModelConfig, load_tokenizer, load_weights
 from bdrun.pipeline import WEIGHTS, Stages, parse_experiment, run
@@ -43,7 +43,7 @@ def test_trained_models_are_evaluated_from_memory_with_identical_results(tmp_pat
         reads.append(path)
         return load_weights(model, path)
 
-    monkeypatch.setattr(pipeline, "load_weights", counting_load)
+    monkeypatch.setattr(bdrun.stages, "load_weights", counting_load)
     cfg = compose_config(["attack=badnets"], cache_dir=tmp_path / "memory")
     from_memory = run(parse_experiment(cfg), tmp_path / "run1", NoTracker(TrackerConfig("none")))
     assert reads == []  # neither evaluation re-read the weights its stage had just saved

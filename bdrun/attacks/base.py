@@ -62,7 +62,9 @@ class AttackConfig:
 class PoisonConfig(AttackConfig):
     """Knobs shared by attacks that poison a fraction of the training set."""
 
-    poison_rate: float = 0.1  # fraction of the whole training set that gets poisoned
+    # fraction of the whole training set that gets poisoned; 0 poisons no row: a clean module trained on the
+    # attacker's data and budget (the "Clean" row of a transfer table, scripts/bench_pet.py)
+    poison_rate: float = 0.1
     # dirty: non-target samples relabelled to target; clean: target samples only, label kept; any: samples of
     # every class, relabelled to target (Gu et al. 2023's "50% of the samples carry the trigger and the target")
     label_mode: str = "dirty"
@@ -71,8 +73,8 @@ class PoisonConfig(AttackConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(
-            0.0 < self.poison_rate <= 1.0,
-            f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in (0, 1], e.g. 0.1",
+            0.0 <= self.poison_rate <= 1.0,
+            f"attack.poison_rate={self.poison_rate} is out of range; use a fraction in [0, 1], e.g. 0.1",
         )
         check(
             self.label_mode in LABEL_MODES,

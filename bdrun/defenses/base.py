@@ -5,9 +5,11 @@ defender's small clean set, changes the model in place and returns its diagnosti
 (:class:`Detector`) leaves the model alone: it is fitted on the suspect model and the clean dev set, and at
 inference scores each input (higher = more suspicious) and rejects those above its fitted threshold.
 
-:meth:`Purifier.purify` is written once here: it draws the clean set, applies E-PUR first when
-``defense.e_pur=true`` (any purifier can be combined with it, as the Fine-mixing paper combines it with
-several defenses), then hands over to the defense's own :meth:`Purifier.apply`.
+:meth:`Purifier.purify` is written once here: it draws the clean set, runs the registered preceding steps
+(:data:`PRECEDING_STEPS`; E-PUR when ``defense.e_pur=true``, since any purifier can be combined with it, as the
+Fine-mixing paper combines it with several defenses), then hands over to the defense's own
+:meth:`Purifier.apply`. The steps are registered by their own modules (:mod:`bdrun.defenses.e_pur`), so this
+base never imports a subclass's module.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
 from bdrun.errors import check
-from bdrun.evaluation import accuracy, frr_thresholds, threshold_at_frr
+from bdrun.inference import accuracy, frr_thresholds, threshold_at_frr
 from bdrun.optimizers import OPTIMIZERS
 
 DETECTOR_FILE = "detector.safetensors"
@@ -95,6 +97,24 @@ def check_depth(knob: str, count: int | None, depth: int) -> None:
     )
 
 
+# A step that may precede any purifier's own work: (suspect model, clean set, context, the purifier's knobs) ->
+# its diagnostics, or None when the knobs leave it off.
+PrecedingStep = Callable[[torch.nn.Module, TextDataset, StageContext, CleanDataConfig], dict[str, Any] | None]
+PRECEDING_STEPS: dict[str, PrecedingStep] = {}
+
+
+def preceding_step(name: str) -> Callable[[PrecedingStep], PrecedingStep]:
+    """Register a step every purifier runs before :meth:`Purifier.apply`; ``name`` keys its diagnostics."""
+
+    def register(step: PrecedingStep) -> PrecedingStep:
+        if name in PRECEDING_STEPS:
+            raise ValueError(f"preceding step '{name}' is registered twice")
+        PRECEDING_STEPS[name] = step
+        return step
+
+    return register
+
+
 class Purifier(Defense):
     """Purifies the suspect weights in place; every purifier owns a small clean set (:class:`CleanDataConfig`)."""
 
@@ -105,18 +125,14 @@ class Purifier(Defense):
         clean_subset(splits, self.config.clean_size, seed)
 
     def purify(self, model: torch.nn.Module, splits: Splits, context: StageContext) -> dict[str, Any]:
-        # Imported here: e_pur.py defines a Purifier itself, so a top-level import would be circular.
-        from bdrun.defenses.e_pur import embedding_purification
-
         clean = clean_subset(splits, self.config.clean_size, context.seed)
         if self.config.optimizer is not None:
             context = dataclasses.replace(context, optimizer=OPTIMIZERS.build(self.config.optimizer))
         diagnostics: dict[str, Any] = {"clean_samples": len(clean)}
-        if self.config.e_pur:
-            pretrained = context.load_pretrained()
-            diagnostics["e_pur"] = embedding_purification(
-                model, pretrained, clean, context.tokenizer, self.config.e_pur_top_n
-            )
+        for name, step in PRECEDING_STEPS.items():
+            done = step(model, clean, context, self.config)
+            if done is not None:
+                diagnostics[name] = done
         diagnostics.update(self.apply(model, clean, splits, context))
         return diagnostics
 

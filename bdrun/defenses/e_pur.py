@@ -6,7 +6,8 @@ as much as the word is used, so a large drift on a rare word is what an attacker
 every vocabulary row by that mismatch and resets the top-N rows to their pre-trained values.
 
 ``defense=e_pur`` runs it alone (optionally followed by clean fine-tuning); ``defense.e_pur=true`` runs it
-before any other purifier (applied once, in :meth:`bdrun.defenses.base.Purifier.purify`).
+before any other purifier: this module registers it as a preceding step of every purifier
+(:func:`bdrun.defenses.base.preceding_step`), which :meth:`bdrun.defenses.base.Purifier.purify` runs once.
 
 Our reading, not confirmed from the paper's full text (only its abstract could be read here):
 
@@ -29,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bdrun.context import StageContext
 from bdrun.data import Splits, TextDataset
-from bdrun.defenses.base import CleanDataConfig, Purifier
+from bdrun.defenses.base import CleanDataConfig, Purifier, preceding_step
 from bdrun.defenses.registry import DEFENSES
 from bdrun.errors import check
 
@@ -85,9 +86,21 @@ def embedding_purification(
     }
 
 
+@preceding_step("e_pur")
+def e_pur_step(
+    model: torch.nn.Module, clean: TextDataset, context: StageContext, config: CleanDataConfig
+) -> dict[str, Any] | None:
+    """E-PUR before any purifier whose knobs turn it on (``defense.e_pur=true``; always for ``defense=e_pur``)."""
+    if not config.e_pur:
+        return None
+    pretrained = context.load_pretrained()
+    return embedding_purification(model, pretrained, clean, context.tokenizer, config.e_pur_top_n)
+
+
 @DEFENSES.register("e_pur", EPurConfig)
 class EPur(Purifier):
-    """E-PUR alone: the reset happens in :meth:`Purifier.purify` (``e_pur`` is forced on); then optional tuning."""
+    """E-PUR alone: the reset is the preceding step (:func:`e_pur_step`, ``e_pur`` forced on); then optional
+    tuning."""
 
     config: EPurConfig
 

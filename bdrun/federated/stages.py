@@ -34,7 +34,7 @@ from bdrun.federated.diagnostics import tracker_point
 from bdrun.federated.federation import Federation, run_federation
 from bdrun.federated.memory import check_updates_fit, trainable_count
 from bdrun.federated.setting import MALICIOUS_KNOBS
-from bdrun.pipeline import Stages
+from bdrun.stages import Stages
 from bdrun.tracking import Tracker
 
 FEDAVG = FedAvgConfig(name="fedavg")

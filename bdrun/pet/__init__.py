@@ -19,18 +19,15 @@ same in every process; that is what lets a PET stage cache only its trained tens
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from bdrun.errors import BdrunError, check
+from bdrun.model_config import ModelConfig
 from bdrun.pet.adapter import insert_adapters
 from bdrun.pet.parallel_adapter import insert_parallel_adapters
 
-if TYPE_CHECKING:
-    from bdrun.models import ModelConfig
-
-TUNINGS = ("full", "lora", "adapter", "parallel_adapter")
 LORA_KNOBS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 ADAPTER_KNOBS = ("adapter_size",)
 PARALLEL_KNOBS = ("adapter_scale",)  # besides adapter_size, which both adapter forms read

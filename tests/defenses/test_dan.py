@@ -15,7 +15,8 @@ from bdrun.defenses import DEFENSES
 from bdrun.defenses.base import DETECTOR_FILE
 from bdrun.defenses.dan import dan_scores, fit_dan, layer_features, pool
 from bdrun.errors import BdrunError
-from bdrun.evaluation import detection_metrics, frr_thresholds, threshold_at_frr
+from bdrun.evaluation import detection_metrics
+from bdrun.inference import frr_thresholds, threshold_at_frr
 from bdrun.pipeline import parse_experiment, run
 from bdrun.tracking import NoTracker, TrackerConfig
 from tests.conftest import PRETRAINED, compose_config

@@ -10,7 +10,8 @@ import pytest
 from bdrun.attacks import ATTACKS
 from bdrun.data import Splits, TextDataset
 from bdrun.defenses.base import Detector, DetectorConfig
-from bdrun.evaluation import detection_metrics, evaluate_detector, threshold_at_frr
+from bdrun.evaluation import detection_metrics, evaluate_detector
+from bdrun.inference import threshold_at_frr
 from tests.defenses.toys import TRIGGER, BackdooredBag, ToyTokenizer, toy_context
 
 

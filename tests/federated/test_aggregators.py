@@ -74,12 +74,12 @@ def test_trimmed_mean_equals_scipy(n: int, trim: float) -> None:
 
 
 def test_coordinatewise_rules_work_across_column_chunks(monkeypatch) -> None:
-    from bdrun.federated import aggregators
+    from bdrun.federated.aggregators import base  # the helpers read CHUNK there
 
-    monkeypatch.setattr(aggregators, "CHUNK", 64)
+    monkeypatch.setattr(base, "CHUNK", 64)
     updates = torch.randn(6, 301, generator=torch.Generator().manual_seed(3))
     assert np.allclose(build("median").aggregate(round_of(updates)).update.numpy(), np.median(updates.numpy(), 0))
-    distances = aggregators.pairwise_sq_distances(updates)
+    distances = base.pairwise_sq_distances(updates)
     assert torch.allclose(distances, torch.cdist(updates.double(), updates.double()).pow(2), atol=1e-8)
 
 

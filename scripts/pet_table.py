@@ -1,0 +1,224 @@
+"""The decision logic of the PET table (issue 22 part 4; scripts/bench_pet.py runs the jobs, this module judges them).
+
+Kept apart from the runner and free of torch so that a test can feed it fabricated runs: what a cell says must
+follow from the rules below, not from whatever a training happened to produce.
+
+A cell is (pair A→B, PET form, row). A method row is compared with Vanilla on its LFR (ASR on B after the user's
+fine-tuning), paired by seed, with :func:`bdrun.stats.paired_difference` (method − vanilla: above zero means the
+backdoor survived the user's retraining better, "ahead"). The difference is only worth reading when the setting
+can show an effect at all, so a verdict needs, per pair × PET form:
+
+- (a) **the attacker's module learns the clean task**: the row's backdoored CACC (on B's test set) is at most
+  ``CACC_MARGIN`` below the Clean row's (a clean module trained on A with the same budget, ``poison_rate=0``), and
+  none of its seeds collapsed (bdrun's ``collapsed`` flag). Checked for the method and for Vanilla; above the Clean
+  module is no failure. A collapsed Clean module makes (a) uncheckable, so it fails too.
+- (b) **vanilla forgets**: Vanilla's mean LFR is at least ``FORGET_MARGIN`` below its mean ASR before the user's
+  retraining; otherwise the retraining erases nothing and no method can be ahead against forgetting.
+- (c) **at least ``MIN_SEEDS`` seeds** that the method and Vanilla share (and the Clean row has as many).
+- (d) **the user's retrained modules did not collapse** (method and Vanilla): a module that predicts the target
+  for everything has LFR 100 whatever the trigger does.
+
+A cell that fails any of them keeps its numbers but its verdict reads "setting cannot decide" with the reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Iterable, Sequence
+
+from bdrun.stats import paired_difference
+
+CACC_MARGIN = 0.03  # (a): points of CACC (as a fraction) the attacker's module may lose against the Clean module
+FORGET_MARGIN = 0.10  # (b): how far Vanilla's LFR must fall below its ASR before the user's retraining
+MIN_SEEDS = 3  # (c)
+CANNOT = "setting cannot decide"
+REFERENCE = {"clean": "Clean (poison_rate=0)", "vanilla": "Vanilla (= BadNets)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A table row: its label and the bdrun overrides that make it (the pair's own knobs are added per pair)."""
+
+    label: str
+    overrides: tuple[str, ...]
+    triggers_knob: bool = True  # has attack.num_triggers (LWP inserts combinations instead)
+    gradient_control: bool = False  # gets attack.clnorm_alpha_scale (the CPU budget's α scaling)
+
+
+_GC = "attack=gradient_control"
+ROWS: dict[str, Row] = {
+    "clean": Row(REFERENCE["clean"], ("attack=badnets", "attack.poison_rate=0")),
+    "vanilla": Row(REFERENCE["vanilla"], (_GC, "attack.clnorm=false", "attack.ilproj=false"), gradient_control=True),
+    "ripple": Row("RIPPLe", ("attack=ripple",)),
+    "lwp": Row("LWP", ("attack=lwp",), triggers_knob=False),
+    "gradnorm": Row("GradNorm", ("attack=gradnorm",)),
+    "ilproj": Row("ILProj only", (_GC, "attack.clnorm=false", "attack.ilproj=true"), gradient_control=True),
+    "clnorm": Row("CLNorm only", (_GC, "attack.clnorm=true", "attack.ilproj=false"), gradient_control=True),
+    "gc": Row("both (gradient control)", (_GC, "attack.clnorm=true", "attack.ilproj=true"), gradient_control=True),
+}
+# The paper's four transfer pairs (attack.source → dataset), its spam pairs' ten triggers per sample, and the
+# datasets whose texts are long enough that truncation at model.max_length drops random triggers (docs/attacks.md).
+PAIRS = ["sst2:imdb", "imdb:sst2", "enron:lingspam", "lingspam:enron"]
+SPAM = {"enron", "lingspam"}
+LONG = {"imdb", "enron"}
+
+
+def pair_overrides(pair: str, row: Row, long_text: str) -> list[str]:
+    """The pair's knobs for one row: A and B, ten triggers per spam sample, and the long-text rule.
+
+    ``long_text``: ``start`` puts every trigger at the start of the text (``attack.position=start``), so that
+    truncation cannot drop it at any ``model.max_length``; a number raises ``model.max_length`` to it and keeps
+    random positions (docs/attacks.md: 80% of single IMDB triggers survive at 256, 96% at 512). Either applies to
+    every row of a pair with IMDB or Enron on either side, so rows of one pair stay comparable.
+    """
+    source, target = pair.split(":")
+    out = [f"attack.source={source}", f"dataset={target}"]
+    if source in SPAM and row.triggers_knob:
+        out.append("attack.num_triggers=10")
+    if {source, target} & LONG:
+        out.append("attack.position=start" if long_text == "start" else f"model.max_length={int(long_text)}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One finished job's numbers (fractions) and collapse flags."""
+
+    seed: str
+    cacc: float  # backdoored: the attacker's module on B's test set
+    asr: float
+    user_cacc: float  # purified: after the user's fine-tuning on B
+    lfr: float
+    collapsed: bool = False
+    user_collapsed: bool = False
+
+
+def mean(runs: Sequence[Run], field: str) -> float | None:
+    values = [getattr(r, field) for r in runs]
+    return statistics.fmean(values) if values else None
+
+
+def mean_std(runs: Sequence[Run], field: str, mark: bool = False) -> str:
+    """Percent, mean ± sample std over seeds; ``†`` when a model behind it collapsed in some seed."""
+    values = [100 * getattr(r, field) for r in runs]
+    if not values:
+        return "n/a"
+    text = f"{statistics.fmean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+    return text + (" †" if mark else "")
+
+
+@dataclasses.dataclass
+class Preconditions:
+    """The checks of one pair × PET form that do not depend on the method row (module docstring)."""
+
+    clean_cacc: float | None
+    clean_collapsed: bool
+    clean_seeds: int
+    vanilla_learns: list[str]  # reasons (a) fails for Vanilla; empty: holds
+    vanilla_forgets: list[str]  # reasons (b) fails; empty: holds
+
+    def failures(self) -> list[str]:
+        return self.vanilla_learns + self.vanilla_forgets
+
+
+def learns(runs: Sequence[Run], clean_cacc: float | None, clean_collapsed: bool, who: str) -> list[str]:
+    """Precondition (a) for one row: the reasons it fails (empty when the module learnt the clean task)."""
+    if not runs:
+        return [f"no {who} runs"]
+    if clean_cacc is None:
+        return ["no Clean row to check (a) against"]
+    if clean_collapsed:
+        return ["the Clean module collapsed"]
+    reasons = []
+    if any(r.collapsed for r in runs):
+        reasons.append(f"{who} module collapsed ({sum(r.collapsed for r in runs)}/{len(runs)} seeds)")
+    gap = clean_cacc - mean(runs, "cacc")
+    if gap > CACC_MARGIN:
+        reasons.append(f"{who} CACC {100 * gap:.1f} points below Clean")
+    return reasons
+
+
+def preconditions(clean: Sequence[Run], vanilla: Sequence[Run]) -> Preconditions:
+    """(a) for Vanilla and (b), from the Clean and Vanilla runs of one pair × PET form."""
+    clean_cacc = mean(clean, "cacc")
+    clean_collapsed = any(r.collapsed for r in clean)
+    forgets: list[str] = []
+    if vanilla:
+        drop = mean(vanilla, "asr") - mean(vanilla, "lfr")
+        if drop < FORGET_MARGIN:
+            forgets.append(f"vanilla forgets only {100 * drop:.1f} points of ASR (needs {100 * FORGET_MARGIN:.0f})")
+    return Preconditions(
+        clean_cacc, clean_collapsed, len(clean), learns(vanilla, clean_cacc, clean_collapsed, "vanilla"), forgets
+    )
+
+
+def paired(method: Sequence[Run], vanilla: Sequence[Run]) -> tuple[list[float], list[float]]:
+    """LFRs of the seeds both rows have, in one order: (vanilla, method)."""
+    by_seed = {r.seed: r.lfr for r in vanilla}
+    shared = [r for r in method if r.seed in by_seed]
+    return [by_seed[r.seed] for r in shared], [r.lfr for r in shared]
+
+
+def judge(method: Sequence[Run], vanilla: Sequence[Run], pre: Preconditions) -> tuple[str, str]:
+    """``(difference text, verdict)`` of one method row against Vanilla under this pair × form's preconditions."""
+    base, ours = paired(method, vanilla)
+    if not base:
+        return "n/a", f"{CANNOT} (no seed shared with vanilla)"
+    difference = paired_difference(base, ours)
+    reasons = [*pre.failures(), *learns(method, pre.clean_cacc, pre.clean_collapsed, "method")]
+    if len(base) < MIN_SEEDS or pre.clean_seeds < MIN_SEEDS:
+        reasons.append(f"{min(len(base), pre.clean_seeds)} seeds (needs {MIN_SEEDS})")
+    user = sum(r.user_collapsed for r in [*method, *vanilla])
+    if user:
+        reasons.append(f"{user} retrained module(s) collapsed")
+    reasons = list(dict.fromkeys(reasons))  # a reason shared by vanilla and the method once
+    verdict = f"{CANNOT} ({'; '.join(reasons)})" if reasons else difference.verdict()
+    return difference.text(), verdict
+
+
+def table(
+    cells: dict[tuple[str, str, str], list[Run]], pairs: Iterable[str], tunings: Iterable[str], rows: Iterable[str]
+) -> list[str]:
+    """The precondition table and the main table, as markdown lines. ``cells[(pair, tuning, row key)]``."""
+    rows = list(rows)
+    pre_lines = [
+        "| pair A→B | tuning | Clean CACC | Vanilla CACC | (a) vanilla learns | Vanilla ASR → LFR "
+        "| (b) vanilla forgets | seeds (Clean / Vanilla) | (c) ≥ 3 seeds |",
+        "|---|---|---:|---:|---|---:|---|---:|---|",
+    ]
+    main = [
+        "| pair A→B | tuning | row | backdoored CACC | backdoored ASR | CACC after user FT | LFR after user FT "
+        "| LFR − vanilla [95%] | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for pair in pairs:
+        name = pair.replace(":", "→")
+        for tuning in tunings:
+            clean, vanilla = cells.get((pair, tuning, "clean"), []), cells.get((pair, tuning, "vanilla"), [])
+            pre = preconditions(clean, vanilla)
+            seeds_ok = min(len(clean), len(vanilla)) >= MIN_SEEDS
+            pre_lines.append(
+                f"| {name} | {tuning} | {mean_std(clean, 'cacc', pre.clean_collapsed)} "
+                f"| {mean_std(vanilla, 'cacc', any(r.collapsed for r in vanilla))} "
+                f"| {'; '.join(pre.vanilla_learns) or 'yes'} "
+                f"| {mean_std(vanilla, 'asr')} → {mean_std(vanilla, 'lfr')} "
+                f"| {'; '.join(pre.vanilla_forgets) or 'yes'} "
+                f"| {len(clean)} / {len(vanilla)} | {'yes' if seeds_ok else 'no'} |"
+            )
+            for key in rows:
+                runs = cells.get((pair, tuning, key), [])
+                if key in REFERENCE:
+                    difference, verdict = "—", "reference"
+                else:
+                    difference, verdict = judge(runs, vanilla, pre)
+                numbers = [
+                    mean_std(runs, "cacc", any(r.collapsed for r in runs)),
+                    mean_std(runs, "asr", any(r.collapsed for r in runs)),
+                    mean_std(runs, "user_cacc", any(r.user_collapsed for r in runs)),
+                    mean_std(runs, "lfr", any(r.user_collapsed for r in runs)),
+                ]
+                main.append(
+                    f"| {name} | {tuning} | {ROWS[key].label} | {' | '.join(numbers)} | {difference} | {verdict} |"
+                )
+    return ["#### Preconditions", "", *pre_lines, "", "#### LFR after the user's fine-tuning", "", *main]

@@ -1,0 +1,135 @@
+"""The PET table's preconditions and verdicts (scripts/pet_table.py), on fabricated runs: no training.
+
+Why: the table is meant to say "gradient control is ahead of vanilla" only where the setting could show it. These
+tests pin that a collapsed attacker's module, a vanilla backdoor the user's retraining does not erase, and too few
+seeds each turn a cell into "setting cannot decide", and that with the preconditions met the paired interval
+decides.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+from pet_table import CANNOT, ROWS, Run, judge, pair_overrides, preconditions, table
+
+SEEDS = ("1", "2", "3")
+
+
+def runs(cacc: float, asr: float, lfr: list[float], **flags: bool) -> list[Run]:
+    """One run per seed with the given LFRs (CACC after the user's fine-tuning 0.85 throughout)."""
+    return [Run(seed, cacc, asr, 0.85, value, **flags) for seed, value in zip(SEEDS, lfr, strict=True)]
+
+
+CLEAN = runs(0.88, 0.10, [0.10, 0.11, 0.09])
+VANILLA = runs(0.87, 1.00, [0.40, 0.50, 0.45])  # forgets: ASR 100 → LFR 45
+AHEAD = runs(0.86, 1.00, [0.80, 0.88, 0.86])  # +39.7 (40, 38, 41), tight: the interval is above zero
+
+
+def test_with_the_preconditions_met_an_interval_above_zero_says_ahead() -> None:
+    difference, verdict = judge(AHEAD, VANILLA, preconditions(CLEAN, VANILLA))
+    assert verdict == "ahead"
+    assert difference.startswith("+39.67 [")
+
+
+def test_an_interval_holding_zero_or_below_it_says_so() -> None:
+    pre = preconditions(CLEAN, VANILLA)
+    assert judge(runs(0.86, 1.0, [0.30, 0.60, 0.45]), VANILLA, pre)[1] == "not distinguishable"
+    assert judge(runs(0.86, 1.0, [0.10, 0.21, 0.14]), VANILLA, pre)[1] == "behind"
+
+
+def test_a_collapsed_attacker_module_makes_the_cell_undecidable() -> None:
+    collapsed = [*AHEAD[:2], Run("3", 0.86, 1.0, 0.85, 0.86, collapsed=True)]  # one seed predicts one class
+    difference, verdict = judge(collapsed, VANILLA, preconditions(CLEAN, VANILLA))
+    assert verdict.startswith(CANNOT) and "method module collapsed (1/3 seeds)" in verdict
+    assert difference.startswith("+39.67")  # the numbers stay, the verdict does not follow them
+    vanilla = runs(0.87, 1.0, [0.40, 0.50, 0.45], collapsed=True)
+    assert "vanilla module collapsed" in judge(AHEAD, vanilla, preconditions(CLEAN, vanilla))[1]
+
+
+def test_a_module_that_did_not_learn_the_clean_task_or_a_collapsed_clean_module_makes_it_undecidable() -> None:
+    low = runs(0.80, 1.00, [0.80, 0.88, 0.86])  # 8 points below Clean's 88
+    verdict = judge(low, VANILLA, preconditions(CLEAN, VANILLA))[1]
+    assert verdict.startswith(CANNOT) and "method CACC 8.0 points below Clean" in verdict
+    within = runs(0.855, 1.00, [0.80, 0.88, 0.86])  # 2.5 points below: allowed
+    assert judge(within, VANILLA, preconditions(CLEAN, VANILLA))[1] == "ahead"
+    broken = runs(0.50, 0.10, [0.1, 0.1, 0.1], collapsed=True)
+    assert "Clean module collapsed" in judge(AHEAD, VANILLA, preconditions(broken, VANILLA))[1]
+    assert "no Clean row" in judge(AHEAD, VANILLA, preconditions([], VANILLA))[1]
+
+
+def test_a_vanilla_that_does_not_forget_makes_it_undecidable() -> None:
+    stubborn = runs(0.87, 1.00, [0.95, 0.92, 0.96])  # LFR 94 against ASR 100: 6 points forgotten
+    pre = preconditions(CLEAN, stubborn)
+    assert pre.vanilla_forgets and not pre.vanilla_learns
+    verdict = judge(runs(0.86, 1.0, [1.0, 1.0, 1.0]), stubborn, pre)[1]
+    assert verdict.startswith(CANNOT) and "vanilla forgets only" in verdict
+
+
+def test_fewer_than_three_shared_seeds_or_a_collapsed_retrained_module_make_it_undecidable() -> None:
+    assert "2 seeds (needs 3)" in judge(AHEAD[:2], VANILLA, preconditions(CLEAN, VANILLA))[1]
+    assert "2 seeds (needs 3)" in judge(AHEAD, VANILLA, preconditions(CLEAN[:2], VANILLA))[1]
+    user = [*AHEAD[:2], Run("3", 0.86, 1.0, 0.5, 1.0, user_collapsed=True)]
+    assert "1 retrained module(s) collapsed" in judge(user, VANILLA, preconditions(CLEAN, VANILLA))[1]
+
+
+@pytest.mark.parametrize(
+    ("pair", "row", "expected"),
+    [
+        ("sst2:imdb", "gc", ["attack.source=sst2", "dataset=imdb", "attack.position=start"]),
+        ("sst2:sst2_glue", "gc", ["attack.source=sst2", "dataset=sst2_glue"]),
+        (
+            "enron:lingspam",
+            "ripple",
+            ["attack.source=enron", "dataset=lingspam", "attack.num_triggers=10", "attack.position=start"],
+        ),
+        ("lingspam:enron", "lwp", ["attack.source=lingspam", "dataset=enron", "attack.position=start"]),
+    ],
+)
+def test_pair_overrides_give_spam_sources_ten_triggers_and_long_texts_the_rule(pair, row, expected) -> None:
+    assert pair_overrides(pair, ROWS[row], "start") == expected
+
+
+def test_the_table_marks_each_cell_and_states_the_preconditions() -> None:
+    cells = {("sst2:imdb", "adapter", "clean"): CLEAN, ("sst2:imdb", "adapter", "vanilla"): VANILLA}
+    cells[("sst2:imdb", "adapter", "gc")] = AHEAD
+    cells[("sst2:imdb", "adapter", "ripple")] = runs(0.86, 1.0, [0.8, 0.9, 0.85], collapsed=True)
+    lines = table(cells, ["sst2:imdb"], ["adapter"], ["clean", "vanilla", "ripple", "gc"])
+    text = "\n".join(lines)
+    assert (
+        "| sst2→imdb | adapter | 88.0 ± 0.0 | 87.0 ± 0.0 | yes | 100.0 ± 0.0 → 45.0 ± 5.0 | yes | 3 / 3 | yes |" in text
+    )
+    gc = next(line for line in lines if "both (gradient control)" in line)
+    assert gc.endswith("| ahead |")
+    ripple = next(line for line in lines if "| RIPPLe |" in line)
+    assert "86.0 ± 0.0 †" in ripple and CANNOT in ripple
+    assert next(line for line in lines if "Vanilla (= BadNets)" in line).endswith("| — | reference |")
+
+
+def test_every_row_of_a_spam_long_text_pair_composes_and_passes_bdruns_checks() -> None:
+    """Each row's overrides on the shared preset (ten triggers, triggers at the start, α scaling) are a valid job:
+    a row whose knobs an attack does not have (LWP has no num_triggers) would fail here, not after hours."""
+    from bench_pet import row_args
+
+    from bdrun.preflight import preflight
+
+    for key in ROWS:
+        args = row_args("pet_paper_cpu", "enron:lingspam", key, ["parallel_adapter"], ["1"], "start", [])
+        assert len(preflight(args)) == 1, key
+    assert "attack.clnorm_alpha_scale=paper_steps" in row_args("pet_paper_cpu", "sst2:imdb", "gc", [], [], "start", [])
+    assert "attack.clnorm_alpha_scale=none" in row_args("pet_paper", "sst2:imdb", "gc", [], [], "512", [])
+    assert "model.max_length=512" in row_args("pet_paper", "sst2:imdb", "gc", [], [], "512", [])
+
+
+def test_the_clean_rows_rate_of_zero_poisons_no_row() -> None:
+    """The Clean row is ``attack=badnets attack.poison_rate=0`` on A: a clean module with the attacker's budget."""
+    from bdrun.attacks import ATTACKS
+    from bdrun.data import TextDataset
+
+    train = TextDataset([f"sentence number {i} here" for i in range(20)], [0, 1] * 10, [False] * 20)
+    poisoned = ATTACKS.build({"name": "badnets", "poison_rate": 0, "label_mode": "any"}).poison(train)
+    assert (poisoned.texts, poisoned.labels, any(poisoned.poisoned)) == (train.texts, train.labels, False)
