@@ -4,9 +4,9 @@ CACC: accuracy on the clean test set. ASR: take the test samples whose true labe
 insert the trigger (seeded), and count the fraction predicted as the target. Samples that already belong to
 the target class never count, so an ASR cannot be inflated by inputs the model would call "target" anyway.
 
-Online detectors (``defense.kind == "detector"``) are scored on the same two input sets: clean test inputs
-(negatives) against triggered non-target test inputs (positives). A detector screens only the inputs the model
-assigns to its protected label (:meth:`Detector.screened`), so AUROC, FAR and FRR are computed on those, as the
+Online detectors (:class:`~bdrun.defenses.base.Detector`) are scored on the same two input sets: clean test
+inputs (negatives) against triggered non-target test inputs (positives). A detector screens only the inputs the
+model assigns to its protected label (:meth:`Detector.screened`), so AUROC, FAR and FRR are computed on those, as the
 DAN and RAP papers do. FAR at FRR 1% / 5% uses thresholds that the detector set on its held-out (dev) clean
 scores when it was fitted, as the official DAN and RAP evaluations do, never thresholds set on the test scores.
 A rejected input gets the prediction :data:`REJECTED`, so a rejected clean input is an
@@ -33,7 +33,7 @@ from bdrun.inference import accuracy, predict
 
 if TYPE_CHECKING:  # annotations only: evaluation sits above the context and the defenses, never below
     from bdrun.context import StageContext
-    from bdrun.defenses.base import Detector
+    from bdrun.defenses.detector import Detector
 
 REJECTED = -1  # the "prediction" of an input that a detector rejects
 

@@ -1,8 +1,8 @@
 """The experiment: every component of one run, parsed from the composed Hydra config and checked alone and
 together before any work starts (on the command line too, by :mod:`bdrun.preflight`).
 
-It sits below the stages (:mod:`bdrun.stages`, :mod:`bdrun.federated.stages`) and the run
-(:mod:`bdrun.pipeline`), which all take an :class:`Experiment`.
+It sits below the settings' stages (:mod:`bdrun.stages`, :mod:`bdrun.federated.stages`, registered in
+:mod:`bdrun.settings`) and the run (:mod:`bdrun.pipeline`), which all take an :class:`Experiment`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class Experiment:
     clean: bool = True  # train and evaluate the clean reference model (see run())
     trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)  # collapse thresholds (bdrun/trust.py)
 
+    @property
+    def setting(self) -> str:
+        """The setting the run takes place in, a name in :data:`bdrun.settings.SETTINGS`: ``federated`` for any
+        ``federated=`` config but ``none``, whose knobs (``federated.*``) then configure it."""
+        return "federated" if self.federated.enabled else "central"
+
 
 def parse_experiment(cfg: DictConfig) -> Experiment:
     """Every component, checked alone and together (this runs on the command line too, before any job)."""
@@ -63,7 +69,7 @@ def parse_experiment(cfg: DictConfig) -> Experiment:
         trust=parse_config(TrustConfig, cfg.get("trust") or {}, "trust"),
     )
     check(
-        exp.federated.enabled or exp.defense.kind != "aggregator",
+        exp.federated.enabled or not exp.defense.aggregates,
         f"defense={exp.defense.config.name} is a federated aggregator; add federated=iid (or another "
         "conf/federated/ setting)",
     )

@@ -10,15 +10,19 @@
 Each non-clean model's metrics also get ``side_effect``: the fraction of clean test predictions that differ
 from the clean model's (the instance-wise side effect), read from the evaluate stages' ``predictions.json``.
 
-An online detector (defense.kind == "detector") leaves the weights alone: its purify stage caches the fitted
-detector instead of weights, and the "purified" role is the backdoored model behind that detector.
+An online detector leaves the weights alone (``defense.changes_weights`` is false): its purify stage caches the
+fitted detector instead of weights, and the "purified" role is the backdoored model behind that detector.
+
+The run asks the attack and the defense what they need (``attack.backdoors``, ``attack.needs_clean_model``,
+``defense.defends``, ``defense.changes_weights``) rather than switching on their kind; the stages ask them how
+to build (:meth:`bdrun.attacks.base.Attack.backdoor`, :meth:`bdrun.defenses.base.Defense.build`).
 
 A sweep over defenses therefore poisons once, a sweep over model-editing attacks trains the clean model once,
 and rerunning a finished command only reads JSON files.
 
-Where the pieces live: the experiment's schema and checks in :mod:`bdrun.experiment`, the central stages and
-their cache keys in :mod:`bdrun.stages` (the federated setting's in :mod:`bdrun.federated.stages`), and the run
-with its console table here.
+Where the pieces live: the experiment's schema and checks in :mod:`bdrun.experiment`; the settings (central,
+federated) in the registry :mod:`bdrun.settings`, each a class of stages with their cache keys
+(:mod:`bdrun.stages`, :mod:`bdrun.federated.stages`); the run with its console table here.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from bdrun.cache import Artifact, check_root
 from bdrun.data import Splits, load_splits
 from bdrun.errors import check
 from bdrun.experiment import Experiment, check_label_indices, check_model_shape, parse_experiment
-from bdrun.federated.stages import FederatedStages
 from bdrun.progress import console, print_whole
+from bdrun.settings import make_stages
 from bdrun.stages import WEIGHTS, Stages
 from bdrun.tracking import Tracker
 from bdrun.training import use_tf32
@@ -59,13 +63,6 @@ __all__ = [
 DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
 
 
-def make_stages(exp: Experiment, splits: Splits) -> Stages:
-    """Central training, or the federated setting's stages (bdrun/federated/stages.py) when one is chosen."""
-    if not exp.federated.enabled:
-        return Stages(exp, splits)
-    return FederatedStages(exp, splits)
-
-
 def clean_predictions(evaluated: Artifact) -> list[int]:
     """A model's clean test predictions, as its evaluate stage cached them."""
     return json.loads((evaluated.path / "predictions.json").read_text())
@@ -86,7 +83,7 @@ def add_trust(report: dict[str, Any], evaluated: dict[str, Artifact], exp: Exper
     """
     collapsed = []
     for role, artifact in evaluated.items():
-        if role == "purified" and exp.defense.kind == "detector":
+        if role == "purified" and not exp.defense.changes_weights:
             suspect = "backdoored" if "backdoored" in report else "clean"
             trust = {k: v for k, v in report[suspect].items() if k in TRUST_KEYS}
         else:
@@ -99,42 +96,44 @@ def add_trust(report: dict[str, Any], evaluated: dict[str, Artifact], exp: Exper
 
 def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
     """Run (or reuse) every stage, then report metrics to the run directory, the console and the tracker."""
-    check(exp.clean or exp.attack.kind != "none", "clean=false with attack=none leaves nothing to run; pick an attack")
+    attack, defense = exp.attack, exp.defense
+    check(exp.clean or attack.backdoors, "clean=false with attack=none leaves nothing to run; pick an attack")
     use_tf32(exp.device, exp.trainer.tf32)  # for evaluation too (train() sets it for training)
     splits = load_splits(exp.dataset, exp.data_dir)
     check_label_indices(exp, splits.num_labels)
-    exp.attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
-    exp.attack.check_test(splits.test)  # e.g. a paraphrase of every ASR input (attack=syntactic)
-    exp.defense.check_data(splits, exp.seed)
+    attack.check_data(splits.train)  # e.g. enough samples to poison: fail now, not after training
+    attack.check_test(splits.test)  # e.g. a paraphrase of every ASR input (attack=syntactic)
+    defense.check_data(splits, exp.seed)
     exp.federated.check_data(splits.train.labels, exp.seed)  # every client gets data
     check_model_shape(exp, splits.num_labels)
     check_root(exp.cache_dir)  # an unusable cache folder: one line now, not a traceback from the first stage
     stages = make_stages(exp, splits)
-    exp.attack.check_tokenizer(stages.tokenizer)
+    attack.check_tokenizer(stages.tokenizer)
 
     # clean=false: no clean reference. A data-poisoning attack trains from the pre-trained model, so the clean
     # model is never trained; a model-editing attack (EP, surgery) edits the clean model, so it is still
     # trained (or reused) as the attack's starting point, but neither evaluated nor reported.
-    needs_clean = exp.clean or exp.attack.kind == "model"
-    clean = stages.train_clean() if needs_clean else None
+    clean = stages.train_clean() if exp.clean or attack.needs_clean_model else None
     models = {"clean": clean} if exp.clean else {}
-    if exp.attack.kind != "none":
+    if attack.backdoors:
         models["backdoored"] = stages.poison(clean)
     suspect = models.get("backdoored", clean)
-    if exp.defense.kind != "none":
+    if defense.defends:
         models["purified"] = stages.purify(suspect)
 
+    # A detector changes no weight: its role is the suspect model behind the fitted detector, with the suspect's
+    # predictions (so no side effect of its own).
+    behind_detector = set() if defense.changes_weights else {"purified"}
     evaluated: dict[str, Artifact] = {}
     for role, artifact in models.items():
-        if role == "purified" and exp.defense.kind == "detector":  # the suspect model behind the fitted detector
+        if role in behind_detector:
             evaluated[role] = stages.evaluate(suspect, role, detector=artifact)
         else:
             evaluated[role] = stages.evaluate(artifact, role)
     report: dict[str, Any] = {role: a.meta()["metrics"] for role, a in evaluated.items()}
     collapsed = add_trust(report, evaluated, exp, splits)
-    for role in evaluated.keys() - {"clean"} if exp.clean else ():
-        if not (role == "purified" and exp.defense.kind == "detector"):  # a detector changes no prediction
-            report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
+    for role in evaluated.keys() - {"clean"} - behind_detector if exp.clean else ():
+        report[role]["side_effect"] = side_effect(evaluated["clean"], evaluated[role])
     if "purified" in report:
         before = report["backdoored"] if "backdoored" in report else report["clean"]
         report["delta"] = {m: report["purified"][m] - before[m] for m in ("cacc", "asr") if m in before}

@@ -201,9 +201,12 @@ def swept_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction in percent, without the sign (the tables say "in %" once); "—" for a number not measured."""
+    return "—" if value is None else f"{100 * value:.{digits}f}"
+
+
 def format_metric(name: str, value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if name.rsplit(".", 1)[-1] in PERCENT_METRICS:
-        return f"{100 * value:.{digits}f}"
+    if value is None or name.rsplit(".", 1)[-1] in PERCENT_METRICS:
+        return percent(value, digits)
     return f"{value:.{digits}f}"

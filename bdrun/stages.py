@@ -1,8 +1,10 @@
 """The central setting's stages: each builds (or reuses) one cached artifact, under a key made of exactly the
 config that determines it (see :mod:`bdrun.pipeline` for the whole run and the key of each stage).
 
-:class:`Stages` is the base that the federated setting extends (:mod:`bdrun.federated.stages`); it lives apart
-from the run so that the federated stages can import it while the run imports them, one way.
+:class:`Stages` is registered as the ``central`` setting (:mod:`bdrun.settings`) and is the base that the
+federated setting extends (:mod:`bdrun.federated.stages`). The stages ask the attack and the defense how to
+build (:meth:`~bdrun.attacks.base.Attack.backdoor`, :meth:`~bdrun.defenses.defense.Defense.build`) rather than
+switching on their kind.
 """
 
 from __future__ import annotations
@@ -29,10 +31,6 @@ from bdrun.tracking import Tracker
 from bdrun.training import TrainerConfig
 
 WEIGHTS = "model.safetensors"
-# What the common training loop reports (bdrun.training.train); whatever else a data-poisoning attack's own
-# training returns (gradnorm's task weights, gradient control's layer weights) is the attack's diagnostics and
-# goes to metrics.json under diagnostics.backdoored.attack.
-LOOP_STATS = ("steps", "final_loss", "samples_per_second", "resumed_from_step")
 
 
 def training_fields(trainer: TrainerConfig) -> dict[str, Any]:
@@ -68,8 +66,8 @@ class Stages:
         self.base = {"model": model_fields, "data": splits.fingerprint(), "seed": exp.seed}
         self.training = {"optimizer": dataclasses.asdict(exp.optimizer.config), "trainer": training_fields(exp.trainer)}
         self.poison_train, self.poison_base = splits.train, self.base
-        source = exp.attack.config.source
-        if source is not None and exp.attack.kind == "data":  # the attacker poisons another dataset (attack.source)
+        source = exp.attack.poison_source
+        if source is not None:  # the attacker poisons another dataset (attack.source)
             self.poison_train, num_labels = load_named_train(
                 source, CONF_DIR, exp.data_dir, exp.attack.config.source_max_train
             )
@@ -113,7 +111,7 @@ class Stages:
 
     def poison_key(self, clean_key: str | None) -> str:
         attack = self.exp.attack.config.key_fields()
-        if self.exp.attack.kind == "model":  # edits the cached clean model
+        if self.exp.attack.needs_clean_model:  # edits the cached clean model
             return stage_key("poison", victim=clean_key, attack=attack)
         return stage_key("poison", **self.poison_base, **self.training, attack=attack)
 
@@ -148,28 +146,18 @@ class Stages:
         return self.cache.get_or_build("train", key, build, "train: clean fine-tuning")
 
     def poison(self, clean: Artifact | None) -> Artifact:
-        """The backdoored model; ``clean`` (None with clean=false) is used only by model-editing attacks."""
+        """The backdoored model; ``clean`` (None with clean=false) is used only by an attack that needs it."""
         attack = self.exp.attack
-        if attack.kind == "none":
+        if not attack.backdoors:
             return clean
-        if attack.kind == "data":
 
-            def build(out: Path, work: Path) -> dict[str, Any]:
-                poisoned = attack.poison(self.poison_train)
-                model = self.pretrained()
-                stats = attack.train(model, poisoned, self.context(work))
-                self.save(model, out)
+        def build(out: Path, work: Path) -> dict[str, Any]:
+            model = self.load(clean) if attack.needs_clean_model else self.pretrained()
+            meta = attack.backdoor(model, self.poison_train, self.splits, self.tokenizer, self.context(work))
+            self.save(model, out)
+            if attack.poisons_training_data:  # trained, not edited: its weights are all of it (see __init__)
                 self._trained["poison", key] = model
-                own = {k: v for k, v in stats.items() if k not in LOOP_STATS}
-                return {"train": stats, "poisoned_samples": sum(poisoned.poisoned), **({"attack": own} if own else {})}
-
-        else:
-
-            def build(out: Path, work: Path) -> dict[str, Any]:
-                model = self.load(clean)
-                diagnostics = attack.apply(model, self.tokenizer, self.splits, self.context(work))
-                self.save(model, out)
-                return {"attack": diagnostics}
+            return meta
 
         label = f"poison: attack={attack.config.name}"
         key = self.poison_key(clean.key if clean else None)
@@ -177,24 +165,17 @@ class Stages:
 
     def victim_train(self) -> Any:
         """The training set the victim fine-tuned on (poisoned under a data-poisoning attack; deterministic)."""
-        attack = self.exp.attack
-        return attack.poison(self.poison_train) if attack.kind == "data" else self.splits.train
+        return self.exp.attack.victim_train(self.poison_train)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
-        if defense.kind == "none":
+        if not defense.defends:
             return suspect
 
         def build(out: Path, work: Path) -> dict[str, Any]:
             model = self.load(suspect)
-            if defense.kind == "detector":  # fits on the suspect model; only the detector's state is cached
-                diagnostics = defense.fit(model, self.splits, self.context(work))
-                defense.save(out)
-            else:
-                context = dataclasses.replace(self.context(work), victim_train=self.victim_train())
-                diagnostics = defense.purify(model, self.splits, context)
-                self.save(model, out)
-            return {"defense": diagnostics}
+            context = dataclasses.replace(self.context(work), victim_train=self.victim_train())
+            return {"defense": defense.build(model, self.splits, context, out, self.save)}
 
         label = f"purify: defense={defense.config.name}"
         return self.cache.get_or_build("purify", self.purify_key(suspect.key), build, label)

@@ -60,8 +60,8 @@ class TrainerConfig:
     max_grad_norm: float | None = 1.0  # null turns gradient clipping off
     precision: str = "fp32"  # bf16: bfloat16 autocast (meant for CUDA)
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
-    bucketing: bool = False  # batches of similar-length inputs (see batching.length_bucketed_batches)
-    bucket_batches: int = 50  # batches per length bucket, when bucketing
+    bucketing: bool = True  # batches of similar-length inputs (see batching.length_bucketed_batches)
+    bucket_batches: int = 8  # batches per length bucket, when bucketing (conf/trainer/default.yaml says why)
     compile: bool = False  # torch.compile the model for training (worth it on CUDA for long runs only)
     tf32: bool = True  # TF32 matmuls on CUDA (Ampere and newer); no effect on the CPU
 

@@ -25,47 +25,33 @@ per-job table says when a stage was reused, e.g. on a rerun, in which case job t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from benchlib import REPO, launch_or_exit, mean_std, pct, read_metrics
 
 from bdrun.report import stat
 from bdrun.stats import paired_difference
 
-REPO = Path(__file__).resolve().parent.parent
 METRICS = ("clean.cacc", "backdoored.cacc", "backdoored.asr")
 SIDES = "trainer.bucketing=false;trainer.bucketing=true"
 
 
 def run_job(side: str, seed: str, run_dir: Path, extra: list[str], env: dict[str, str]) -> dict:
     overrides = ["experiment=cpu_sizes", "attack=badnets_cf", "logger=none", *side.split(), f"seed={seed}", *extra]
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *overrides, f"hydra.run.dir={run_dir}"]
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"bdrun failed ({side}, seed={seed}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    report = json.loads((run_dir / "metrics.json").read_text())
+    args = [*overrides, f"hydra.run.dir={run_dir}"]
+    _, seconds = launch_or_exit(args, what=f"{side}, seed={seed}", cwd=REPO, env=env)
+    report = read_metrics(run_dir)
     values = {m: report[m.split(".")[0]][m.split(".")[1]] for m in METRICS}
     reused = [role for role, stage in report.get("stages", {}).items() if stage.get("reused")]
     print(
         f"{side} seed={seed}: {seconds:.0f} s, "
-        + ", ".join(f"{m} {100 * v:.2f}%" for m, v in values.items())
+        + ", ".join(f"{m} {pct(v)}%" for m, v in values.items())
         + (f" (reused: {', '.join(reused)})" if reused else ""),
         flush=True,
     )
     return {"side": side, "seed": seed, "seconds": seconds, "reused": reused, **values}
-
-
-def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    result = stat(values)
-    if result is None:
-        return "n/a"
-    text = f"{scale * result.mean:.{digits}f}"
-    return text if result.std is None else f"{text} ± {scale * result.std:.{digits}f}"
 
 
 def tables(jobs: list[dict], sides: list[str], seeds: list[str]) -> list[str]:
@@ -111,7 +97,7 @@ def tables(jobs: list[dict], sides: list[str], seeds: list[str]) -> list[str]:
     for j in jobs:
         lines.append(
             f"| {j['seed']} | `{j['side']}` | "
-            + " | ".join(f"{100 * j[m]:.2f}" for m in METRICS)
+            + " | ".join(pct(j[m]) for m in METRICS)
             + f" | {j['seconds']:.0f} | {', '.join(j['reused']) or 'none'} |"
         )
     return lines

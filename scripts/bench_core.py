@@ -11,11 +11,9 @@ Extra arguments after ``--`` go to every bdrun command (e.g. ``-- dataset.max_sa
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from benchlib import launch_or_exit, pct, read_metrics
 
 ROWS = {
     "BadNets (cf)": ["attack=badnets", "attack.triggers=[cf]", "attack.poison_rate=0.1", "attack.target_label=1"],
@@ -26,18 +24,9 @@ PRESET = ["experiment=sst2_cpu", "logger=none"]
 
 def run_bdrun(args: list[str]) -> tuple[dict, float, str]:
     """Run bdrun, return its metrics.json, wall time and console output."""
-    started = time.time()
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
-    result = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.time() - started
-    if result.returncode != 0:
-        sys.exit(f"bdrun failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
+    result, seconds = launch_or_exit(args)
     run_dir = next(line.split("run dir: ", 1)[1] for line in result.stdout.splitlines() if "run dir: " in line)
-    return json.loads((Path(run_dir.strip()) / "metrics.json").read_text()), seconds, result.stdout + result.stderr
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
+    return read_metrics(Path(run_dir.strip())), seconds, result.stdout + result.stderr
 
 
 def main() -> None:

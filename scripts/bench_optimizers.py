@@ -22,46 +22,26 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-from bench_defenses import publish
+from benchlib import REPO, launch_or_exit, mean_std, pct, publish, sweep_runs
 
 from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
-REPO = Path(__file__).resolve().parent.parent
 OPTIMIZERS = ["adamw", "child_tuning_d", "child_tuning_f", "sam", "ga_sam"]
 SEEDS = [1, 2, 3]
 
 
 def multirun(args: list[str], sweep_dir: Path) -> list[str]:
-    command = [sys.executable, "-c", "from bdrun.cli import main; main()", "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"bdrun failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
+    launch_or_exit(["-m", *args, f"hydra.sweep.dir={sweep_dir}"], what=" ".join(args), cwd=REPO)
     return ["bdrun", "-m", *args]
-
-
-def jobs(sweep_dir: Path) -> list[tuple[dict[str, str], dict]]:
-    """(overrides as a dict, metrics.json) of every finished job of a sweep."""
-    found = []
-    for metrics in sweep_dir.glob("*/metrics.json"):
-        overrides = yaml.safe_load((metrics.parent / ".hydra" / "overrides.yaml").read_text())
-        found.append((dict(o.split("=", 1) for o in overrides), json.loads(metrics.read_text())))
-    return found
 
 
 def train_seconds(cache_dir: Path, metrics: dict) -> float:
     key = metrics["stages"]["clean"]["key"]
     return json.loads((cache_dir / "train" / key / "meta.json").read_text())["seconds"]
-
-
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
 
 
 def main() -> None:
@@ -88,10 +68,10 @@ def main() -> None:
 
     cacc: dict[str, list[float]] = {o: [] for o in OPTIMIZERS}
     seconds: dict[tuple[str, str], float] = {}
-    for overrides, metrics in jobs(root / "clean"):
-        cacc[overrides["optimizer"]].append(metrics["clean"]["cacc"])
-        seconds[overrides["optimizer"], overrides["seed"]] = train_seconds(cache_dir, metrics)
-    badnets = {o["optimizer"]: m["backdoored"] for o, m in jobs(root / "badnets")}
+    for job, metrics in sweep_runs(root / "clean"):
+        cacc[job.overrides["optimizer"]].append(metrics["clean"]["cacc"])
+        seconds[job.overrides["optimizer"], job.overrides["seed"]] = train_seconds(cache_dir, metrics)
+    badnets = {job.overrides["optimizer"]: m["backdoored"] for job, m in sweep_runs(root / "badnets")}
 
     lines = [
         f"SST-2 (train sub-sample of {args.train_size}, full test set), MiniLM-L6, 1 epoch, batch 16, lr 1e-4,",
@@ -110,11 +90,11 @@ def main() -> None:
         mark = f" {COLLAPSE_MARK}" if dirty and dirty.get("collapsed") else ""  # bdrun.trust
         cells = [
             name,
-            mean_sd(cacc[name]) if cacc[name] else "n/a",
+            mean_std(cacc[name]),
             " / ".join(f"{t:.0f}" if t else "—" for t in times),
             f"{statistics.median(ratios):.2f}" if ratios else "n/a",
-            f"{100 * dirty['cacc']:.2f}{mark}" if dirty else "n/a",
-            f"{100 * dirty['asr']:.2f}{mark}" if dirty else "n/a",
+            f"{pct(dirty['cacc'])}{mark}" if dirty else "n/a",
+            f"{pct(dirty['asr'])}{mark}" if dirty else "n/a",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if any(COLLAPSE_MARK in line for line in lines):

@@ -42,20 +42,18 @@ to theirs); the earlier 4-row run of this script took ~1 min a job on one shared
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from bench_defenses import publish
+from benchlib import REPO, failure, launch, publish
 from pet_table import PAIRS, ROWS, Run, pair_overrides, table
 
 from bdrun.results import find_jobs
 from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
-REPO = Path(__file__).resolve().parent.parent
 TUNINGS = ["adapter", "parallel_adapter"]
 
 
@@ -136,14 +134,12 @@ def run_rows(pairs: list[str], rows: list[str], root: Path, make_args: Callable[
             args = make_args(pair, key)
             sweep = root / pair.replace(":", "_to_") / key
             where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get long
-            started = time.time()
-            command = [sys.executable, "-c", "from bdrun.cli import main; main()", *args, *where]
-            result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+            result, seconds = launch([*args, *where], cwd=REPO)
             status = "" if result.returncode == 0 else ", FAILED"
-            commands.append(f"`bdrun {' '.join(args)}` ({(time.time() - started) / 60:.1f} min{status})")
+            commands.append(f"`bdrun {' '.join(args)}` ({seconds / 60:.1f} min{status})")
             print(commands[-1], flush=True)
             if result.returncode != 0:
-                print(result.stderr[-3000:], file=sys.stderr, flush=True)
+                print(failure(result, f"{pair} {key}"), file=sys.stderr, flush=True)
     return commands
 
 

@@ -160,7 +160,9 @@ def main() -> None:
     tokenizer = load_tokenizer(model_cfg)
     pretrained = load_pretrained(model_cfg, num_labels=2, seed=0)
     optimizer_spec = OPTIMIZERS.build({"name": "adamw", "lr": 5e-5})
-    trainer = TrainerConfig(epochs=1, batch_size=args.batch_size, precision=args.precision, compile=args.compile)
+    trainer = TrainerConfig(  # plain shuffled batches: what the bare loop draws, and the bucketing side's baseline
+        epochs=1, batch_size=args.batch_size, precision=args.precision, compile=args.compile, bucketing=False
+    )
     names = {"bare": ("bare", "bdrun"), "bucketing": ("plain", "bucketed"), "adamw": ("per-tensor", "fused")}
     names = names[args.compare]
 

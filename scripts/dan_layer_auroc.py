@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench_detectors import ATTACKS, REPO
+from bench_detectors import ATTACKS
+from benchlib import REPO, pct
 from hydra import compose, initialize_config_dir
 
 from bdrun.data import load_splits
@@ -75,8 +76,8 @@ def main() -> None:
         if not lines:
             header = " | ".join(f"layer {i + 1}" for i in range(len(per_layer)))
             lines = [f"| attack | {header} | mean of all |", "|---" * (len(per_layer) + 2) + "|"]
-        cells = " | ".join(f"{100 * a:.1f}" for a in per_layer)
-        lines.append(f"| {ATTACKS[attack][0]} | {cells} | {100 * ensemble:.1f} |")
+        cells = " | ".join(pct(a, 1) for a in per_layer)
+        lines.append(f"| {ATTACKS[attack][0]} | {cells} | {pct(ensemble, 1)} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)

@@ -6,7 +6,7 @@ spam, texts cut to 16 words; 500 / 100 / 250 rows per class for train / dev / te
 
     PYTHONPATH=. BDRUN_DATA_DIR=/work/shared/data python scripts/ep_four_class.py --out /tmp/four_class
 
-which runs ``python -m bdrun.cli -m model=minilm dataset=sst2_glue dataset.location=<out>/data
+which runs ``bdrun -m model=minilm dataset=sst2_glue dataset.location=<out>/data
 dataset.num_labels=4 attack=ep attack.target_label=0,1,2,3 logger=none``. Each job's metrics.json has
 backdoored.asr (all three non-target classes), backdoored.cacc (= clean.cacc: EP leaves trigger-free
 predictions unchanged) and diagnostics.backdoored.attack.steps / best_step / stopped / heldout_history.
@@ -16,11 +16,10 @@ predictions unchanged) and diagnostics.backdoored.attack.steps / best_step / sto
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from benchlib import launch_or_exit, pct, read_metrics
 
 from tests.multiclass import write_four_class
 
@@ -45,15 +44,15 @@ def main() -> None:
     ]
     if args.small:
         overrides += ["model.num_layers=2", "model.max_length=32", "trainer.epochs=8", "optimizer.lr=1e-3"]
-    subprocess.run([sys.executable, "-m", "bdrun.cli", "-m", *overrides], check=True)
+    launch_or_exit(["-m", *overrides], capture=False)  # bdrun's own output shows as it runs
     print("| target | clean CACC | EP CACC | EP ASR | EP steps (best) |\n|---|---|---|---|---|")
     for path in sorted((args.out / "outputs").rglob("metrics.json")):
-        report = json.loads(path.read_text())
+        report = read_metrics(path.parent)
         attack = report["diagnostics"]["backdoored"]["attack"]
         target = path.parent.name.split("target_label=")[-1].split(",")[0]
         print(
-            f"| {target} | {100 * report['clean']['cacc']:.1f} | {100 * report['backdoored']['cacc']:.1f} "
-            f"| {100 * report['backdoored']['asr']:.1f} | {attack['steps']} ({attack['best_step']}) |"
+            f"| {target} | {pct(report['clean']['cacc'], 1)} | {pct(report['backdoored']['cacc'], 1)} "
+            f"| {pct(report['backdoored']['asr'], 1)} | {attack['steps']} ({attack['best_step']}) |"
         )
 
 

@@ -27,6 +27,8 @@ import dataclasses
 import statistics
 from collections.abc import Iterable, Sequence
 
+from benchlib import mean_std as percent_mean_std
+
 from bdrun.stats import paired_difference
 
 CACC_MARGIN = 0.03  # (a): points of CACC (as a fraction) the attacker's module may lose against the Clean module
@@ -101,11 +103,9 @@ def mean(runs: Sequence[Run], field: str) -> float | None:
 
 def mean_std(runs: Sequence[Run], field: str, mark: bool = False) -> str:
     """Percent, mean ± sample std over seeds; ``†`` when a model behind it collapsed in some seed."""
-    values = [100 * getattr(r, field) for r in runs]
-    if not values:
+    if not runs:
         return "n/a"
-    text = f"{statistics.fmean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
-    return text + (" †" if mark else "")
+    return percent_mean_std([getattr(r, field) for r in runs], digits=1) + (" †" if mark else "")
 
 
 @dataclasses.dataclass

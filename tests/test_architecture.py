@@ -1,17 +1,16 @@
-"""The package's shape: bdrun's modules import one way (no circles) and stay small enough to read.
+"""The package's shape: bdrun's modules import one way (no circles), stay small enough to read, and the run
+asks attacks and defenses what they need instead of switching on their kind.
 
 An import circle works only by accident of import order (one side must import the other inside a function, or
 behind ``TYPE_CHECKING``), so it hides which module is below which; the test walks every import the source
 names, wherever it sits, with the standard library's ``ast`` rather than by importing anything, so a circle
-dodged by a function-level import is still a circle.
+dodged by a function-level import is still a circle. The kind switches are found with ``ast`` too.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bdrun"
 MAX_LINES = 300
@@ -150,18 +149,45 @@ def test_no_import_circles() -> None:
     assert not found, "import circles in bdrun/:\n" + "\n".join(describe(c, graph) for c in found)
 
 
-OVERSIZED = sorted(
-    str(path.relative_to(PACKAGE.parent))
-    for path in PACKAGE.rglob("*.py")
-    if len(path.read_text().splitlines()) > MAX_LINES
-)
+def kind_switches(tree: ast.AST) -> list[int]:
+    """Lines that compare some ``.kind`` (``==``, ``!=``, ``in``, ...) or ``match`` on one: a switch on an
+    attack's or a defense's kind, where the run should ask the object what it needs instead."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Match):
+            operands = [node.subject]
+        else:
+            continue
+        if any(isinstance(operand, ast.Attribute) and operand.attr == "kind" for operand in operands):
+            lines.append(node.lineno)
+    return lines
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=f"issue 27 debt: modules over {MAX_LINES} lines remain: {', '.join(OVERSIZED) or 'none'}",
-)
+def test_kind_switch_finder_sees_comparisons() -> None:
+    source = "if exp.attack.kind == 'data':\n    pass\nx = a.kind in ('none',)\ny = a.kind\nz = 'model' != b.kind\n"
+    assert kind_switches(ast.parse(source)) == [1, 3, 5]
+
+
+def test_no_kind_switch_in_bdrun() -> None:
+    """Issue 27: the run and the stages ask an attack or a defense what it needs (``attack.needs_clean_model``,
+    ``defense.changes_weights``, ...) and how to build (``attack.backdoor``, ``defense.build``); a kind
+    compared anywhere in bdrun/ is a switch creeping back, so a new kind would have to edit the run."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line in kind_switches(ast.parse(path.read_text(), str(path)))
+    ]
+    assert not found, "switches on .kind (ask the attack / defense instead): " + ", ".join(found)
+
+
 def test_modules_are_small() -> None:
-    """No module over ``MAX_LINES`` lines (issue 27's acceptance); an expected failure until the split of
-    the modules it lists is done, so the reason names the debt without failing CI."""
-    assert not OVERSIZED, f"modules over {MAX_LINES} lines: {', '.join(OVERSIZED)}"
+    """No module over ``MAX_LINES`` lines (issue 27's acceptance): a module that grows past it holds more than
+    one job, and a newcomer reads it whole to find the one they came for."""
+    oversized = sorted(
+        f"{path.relative_to(PACKAGE.parent)} ({count} lines)"
+        for path in PACKAGE.rglob("*.py")
+        if (count := len(path.read_text().splitlines())) > MAX_LINES
+    )
+    assert not oversized, f"modules over {MAX_LINES} lines (split them by job): {', '.join(oversized)}"

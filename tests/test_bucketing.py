@@ -33,7 +33,7 @@ def test_order_is_a_function_of_seed_and_epoch() -> None:
 
 
 def test_bucketing_removes_most_padding_and_leads_with_the_longest_batch() -> None:
-    plain = epoch_batches(LENGTHS, TrainerConfig(batch_size=16), 1, 0)
+    plain = epoch_batches(LENGTHS, TrainerConfig(batch_size=16, bucketing=False), 1, 0)
     bucketed = epoch_batches(LENGTHS, BUCKETED, 1, 0)
     real = sum(LENGTHS)
     assert padded_tokens(bucketed) - real < 0.2 * (padded_tokens(plain) - real)
@@ -41,6 +41,8 @@ def test_bucketing_removes_most_padding_and_leads_with_the_longest_batch() -> No
 
 
 def test_bucketing_enters_the_training_key_only_when_on(tmp_path: Path) -> None:
-    plain = keys([], tmp_path)
-    assert keys(["trainer.bucket_batches=7", "trainer.compile=true", "trainer.tf32=false"], tmp_path) == plain
-    assert keys(["trainer.bucketing=true"], tmp_path)["train"] != plain["train"]
+    plain = keys(["trainer.bucketing=false"], tmp_path)
+    unkeyed = ["trainer.bucketing=false", "trainer.bucket_batches=7", "trainer.compile=true", "trainer.tf32=false"]
+    assert keys(unkeyed, tmp_path) == plain
+    assert keys([], tmp_path)["train"] != plain["train"]  # on by default
+    assert keys(["trainer.bucket_batches=7"], tmp_path)["train"] != keys([], tmp_path)["train"]

@@ -177,7 +177,7 @@ def test_a_detector_inherits_the_suspect_models_marks(tmp_path: Path) -> None:
         "purified": Artifact("evaluate", "detector", tmp_path / "none", reused=True),  # no predictions.json read
     }
     report = {"backdoored": {"cacc": 0.5}, "purified": {"cacc": 0.25}}
-    exp = SimpleNamespace(defense=SimpleNamespace(kind="detector"), trust=TrustConfig())
+    exp = SimpleNamespace(defense=SimpleNamespace(changes_weights=False), trust=TrustConfig())
     splits = SimpleNamespace(test=SimpleNamespace(labels=[0, 1, 0, 1]), num_labels=2)
     assert add_trust(report, evaluated, exp, splits) == ["backdoored"]  # one warning: it is one model
     assert report["purified"]["collapsed"] is True and report["purified"]["cacc"] == 0.25

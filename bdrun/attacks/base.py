@@ -3,6 +3,10 @@
 An attack either transforms the training data and lets the common trainer fine-tune the pre-trained model on
 it (:class:`DataPoisoningAttack`), or edits an already trained clean model (:class:`ModelEditingAttack`). Both
 know how to put their trigger into a test sentence, which the ASR evaluation uses.
+
+Each kind also says what the run's stages do with it (:class:`Attack`'s class attributes and
+:meth:`Attack.backdoor`), so that the run and the stage builders (:mod:`bdrun.pipeline`, :mod:`bdrun.stages`)
+ask the attack instead of switching on its kind.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from bdrun.triggers import POSITIONS
 
 TRIGGER_SENTENCES = ("first", "second")
 LABEL_MODES = ("dirty", "clean", "any")
+# What the common training loop reports (bdrun.training.train); whatever else a data-poisoning attack's own
+# training returns (gradnorm's task weights, gradient control's layer weights) is the attack's diagnostics and
+# goes to metrics.json under diagnostics.backdoored.attack.
+LOOP_STATS = ("steps", "final_loss", "samples_per_second", "resumed_from_step")
 
 
 @dataclasses.dataclass
@@ -87,9 +95,18 @@ class PoisonConfig(AttackConfig):
 
 
 class Attack:
-    """An attack with a trigger. ``kind`` tells the pipeline which stage runs it."""
+    """An attack with a trigger. The class attributes tell the stages what the attack needs and makes; ``kind``
+    only names the family (in messages and docs), nothing switches on it."""
 
     kind = "none"
+    # False for attack=none: there is no backdoored model, so the suspect is the clean one.
+    backdoors = True
+    # True when the attack starts from the trained clean model (model editing): with clean=false the clean model
+    # is still trained (or reused) as its starting point, and the poison key holds the clean model's key.
+    needs_clean_model = False
+    # True when the attack poisons training data that the common loop (or the attack's own) trains on from the
+    # pre-trained model; a federated run's malicious clients do exactly that on their shards.
+    poisons_training_data = False
 
     def __init__(self, config: AttackConfig) -> None:
         self.config = config
@@ -118,6 +135,23 @@ class Attack:
 
     def trigger_text(self, text: str, rng: random.Random) -> str:
         """One sentence with the attack's trigger inserted (each attack's own rule)."""
+        raise NotImplementedError
+
+    @property
+    def poison_source(self) -> str | None:
+        """The attacker's own dataset that the poison stage trains on instead of the run's (``attack.source``);
+        None for attacks that train on no poisoned data (attack=none ignores the knob, editing attacks refuse it)."""
+        return None
+
+    def victim_train(self, train: TextDataset) -> TextDataset:
+        """The training set the victim fine-tuned on, given the set the attack poisons: unchanged unless the
+        attack poisons training data (a training-time defense such as MEFT reads it)."""
+        return train
+
+    def backdoor(self, model: Any, train: TextDataset, splits: Any, tokenizer: Any, context: Any) -> dict[str, Any]:
+        """Plant the backdoor in ``model`` in place (the pre-trained model, or the clean one when
+        :attr:`needs_clean_model`), poisoning ``train`` if the attack poisons data; returns what the poison
+        stage caches beside the weights (the attack's diagnostics)."""
         raise NotImplementedError
 
     def check_tokenizer(self, tokenizer: Any) -> None:
@@ -167,7 +201,22 @@ class DataPoisoningAttack(Attack):
     """
 
     kind = "data"
+    poisons_training_data = True
     config: PoisonConfig
+
+    @property
+    def poison_source(self) -> str | None:
+        return self.config.source
+
+    def victim_train(self, train: TextDataset) -> TextDataset:
+        return self.poison(train)  # deterministic: the very set the poison stage trained on
+
+    def backdoor(self, model: Any, train: TextDataset, splits: Any, tokenizer: Any, context: Any) -> dict[str, Any]:
+        """Poison ``train``, then fine-tune the pre-trained ``model`` on it (:meth:`train`)."""
+        poisoned = self.poison(train)
+        stats = self.train(model, poisoned, context)
+        own = {k: v for k, v in stats.items() if k not in LOOP_STATS}
+        return {"train": stats, "poisoned_samples": sum(poisoned.poisoned), **({"attack": own} if own else {})}
 
     def eligible(self, train: TextDataset) -> tuple[list[int], int]:
         """The samples that may be poisoned and how many will be; an error if there are too few."""
@@ -211,6 +260,12 @@ class ModelEditingAttack(Attack):
     """Edits a trained clean model in place and returns its diagnostics (EP, surgery)."""
 
     kind = "model"
+    needs_clean_model = True
+    # Stated again rather than inherited: an editing attack may reuse a data-poisoning attack's samples through
+    # a second base class (Surgery is also a BadNets), yet it poisons no training set of the victim's.
+    poisons_training_data = False
+    poison_source = Attack.poison_source
+    victim_train = Attack.victim_train
 
     def __init__(self, config: AttackConfig) -> None:
         super().__init__(config)
@@ -229,6 +284,10 @@ class ModelEditingAttack(Attack):
             f"attack={self.config.name} edits frozen pre-trained weights, which model.tuning={tuning} neither trains "
             "nor ships; use model.tuning=full, or a data-poisoning attack (badnets, addsent, gradient_control)",
         )
+
+    def backdoor(self, model: Any, train: TextDataset, splits: Any, tokenizer: Any, context: Any) -> dict[str, Any]:
+        """Edit the trained clean ``model`` (:meth:`apply`); ``train`` is the run's own, the edit reads ``splits``."""
+        return {"attack": self.apply(model, tokenizer, splits, context)}
 
     def apply(self, model: Any, tokenizer: Any, splits: Any, context: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -26,7 +26,8 @@ poisoned samples that EP never trains on: the task's *dev* split (non-target sam
 test split is never looked at) or, data-free, other corpus samples built with another seed (so data-free EP
 still needs no task data). Its score is the held-out ASR, ties broken by the mean cross-entropy to the target;
 EP stops after ``patience`` checks without clear progress (:func:`clearly_better`) and restores the trigger row
-of the best check. The diagnostics record the steps taken, the best step, why it stopped and every check.
+of the best check (the check and that rule live in :mod:`bdrun.attacks.ep_heldout`). The diagnostics record
+the steps taken, the best step, why it stopped and every check.
 
 Data (``attack.data``):
 
@@ -58,6 +59,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from bdrun.attacks.base import AttackConfig, ModelEditingAttack
+from bdrun.attacks.ep_heldout import HeldoutCheck, clearly_better
 from bdrun.attacks.registry import ATTACKS
 from bdrun.batching import collate, encode
 from bdrun.data import Splits, TextDataset
@@ -278,42 +280,3 @@ class EmbeddingPoisoning(ModelEditingAttack):
             "row_norm_after": embedding[token].norm().item(),
             "final_loss": sum(losses[-steps_per_epoch:]) / max(1, len(losses[-steps_per_epoch:])),
         }
-
-
-class HeldoutCheck:
-    """(ASR, -mean cross-entropy to the target) of the model on the held-out poisoned samples, dropout off.
-
-    Higher is better for both parts, so scores compare as tuples: ASR first, the loss breaks ties.
-    """
-
-    def __init__(self, model: torch.nn.Module, heldout: TextDataset, target: int, context: Any) -> None:
-        self.model, self.target, self.context = model, target, context
-        self.texts = heldout.texts
-
-    def __call__(self) -> tuple[float, float]:
-        target = self.target
-
-        def reduce(output: Any, batch: Any) -> torch.Tensor:
-            logits = output.logits.float()
-            hit = (logits.argmax(dim=-1) == target).float()
-            loss = torch.nn.functional.cross_entropy(
-                logits, torch.full((len(logits),), target, device=logits.device), reduction="none"
-            )
-            return torch.stack([hit, loss], dim=1)
-
-        with torch.no_grad():
-            values = self.context.forward(self.model, self.texts, reduce, desc="EP held-out check")
-        self.model.train()  # batch_outputs switches to eval mode; EP trains with dropout on
-        asr, loss = values.mean(dim=0).tolist()
-        return asr, -loss
-
-
-def clearly_better(score: tuple[float, float], best: tuple[float, float], count: int) -> bool:
-    """A held-out check that counts as progress: one more held-out success, or 10% less held-out loss.
-
-    Our choice: smaller loss gains still update the kept row (any better score does), but do not keep EP
-    running, since with the row's norm fixed the loss creeps down for a long time after the ASR saturates.
-    """
-    asr, neg_loss = score
-    best_asr, best_neg_loss = best
-    return asr >= best_asr + 1 / (2 * count) + 1e-12 or (asr >= best_asr and -neg_loss < 0.9 * -best_neg_loss)

@@ -10,6 +10,8 @@ from bdrun.attacks.registry import ATTACKS
 
 @ATTACKS.register("none", AttackConfig)
 class NoAttack(Attack):
+    backdoors = False
+
     @property
     def has_trigger(self) -> bool:
         return False

@@ -7,3 +7,4 @@ from bdrun.defenses.registry import DEFENSES
 @DEFENSES.register("none", DefenseConfig)
 class NoDefense(Defense):
     kind = "none"
+    defends = False

@@ -1,7 +1,8 @@
 """Simulated federated learning: robust aggregators (the defenses of this setting) and the federation itself.
 
 Importing this package registers every aggregator in :data:`AGGREGATORS`. The federation loop and its pipeline
-stages (:mod:`bdrun.federated.federation`, :mod:`bdrun.federated.stages`) are imported on demand.
+stages (:mod:`bdrun.federated.federation`, :mod:`bdrun.federated.stages`, the setting registered in
+:mod:`bdrun.settings`) are imported on demand.
 """
 
 from bdrun.federated.aggregators import AGGREGATORS, Aggregation, Aggregator, RoundUpdates

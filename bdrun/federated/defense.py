@@ -1,18 +1,19 @@
 """Every aggregator is also a defense (``defense=krum``): the defense of the federated setting.
 
-Its ``kind`` is ``aggregator``: the federated stages run a whole federation with it as the server's rule
+It ``aggregates``: the federated stages run a whole federation with it as the server's rule
 (:mod:`bdrun.federated.stages`); central training rejects it with a one-line hint.
 """
 
 from __future__ import annotations
 
-from bdrun.defenses.base import Defense
+from bdrun.defenses.defense import Defense
 from bdrun.defenses.registry import DEFENSES
 from bdrun.federated.aggregators import AGGREGATORS, AggregatorConfig
 
 
 class AggregatorDefense(Defense):
     kind = "aggregator"
+    aggregates = True
 
     def __init__(self, config: AggregatorConfig) -> None:
         super().__init__(config)

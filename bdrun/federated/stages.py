@@ -1,4 +1,5 @@
-"""The federated setting's stages: the pipeline's three roles, each a federation, cached like every stage.
+"""The federated setting's stages (``federated`` in :mod:`bdrun.settings`): the pipeline's three roles, each a
+federation, cached like every stage.
 
 ========== =========================================================== ===============================
 role       federation                                                  cache stage / key adds
@@ -45,7 +46,7 @@ class FederatedStages(Stages):
     def __init__(self, exp, splits) -> None:
         super().__init__(exp, splits)
         check(
-            exp.attack.kind in ("none", "data"),
+            not exp.attack.needs_clean_model,
             f"attack={exp.attack.config.name} edits a trained model; federated runs take data-poisoning attacks "
             "(badnets, addsent, ...)",
         )
@@ -58,7 +59,7 @@ class FederatedStages(Stages):
     # -- what each role runs ----------------------------------------------------------------------------------
     @property
     def poisoning(self) -> DataPoisoningAttack | None:
-        return self.exp.attack if self.exp.attack.kind == "data" else None
+        return self.exp.attack if self.exp.attack.poisons_training_data else None
 
     def federation(self, aggregator: Aggregator, malicious: bool) -> Federation:
         attack = self.poisoning if malicious else None
@@ -67,7 +68,7 @@ class FederatedStages(Stages):
     def defends_in_training(self) -> bool:
         """True when the defense is an aggregator other than plain FedAvg (which is the backdoored federation)."""
         config = self.exp.defense.config
-        return self.exp.defense.kind == "aggregator" and dataclasses.asdict(config) != dataclasses.asdict(FEDAVG)
+        return self.exp.defense.aggregates and dataclasses.asdict(config) != dataclasses.asdict(FEDAVG)
 
     # -- keys ---------------------------------------------------------------------------------------------------
     def train_key(self) -> str:
@@ -79,7 +80,7 @@ class FederatedStages(Stages):
         return stage_key("poison", **self.base, **self.training, federated=self.setting, attack=attack)
 
     def purify_key(self, suspect_key: str) -> str:
-        if self.exp.defense.kind != "aggregator":
+        if not self.exp.defense.aggregates:
             return super().purify_key(suspect_key)
         attack = dataclasses.asdict(self.exp.attack.config) if self.poisoning else None
         return stage_key(
@@ -117,7 +118,7 @@ class FederatedStages(Stages):
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense
-        if defense.kind != "aggregator":
+        if not defense.aggregates:  # a defense of the trained global model, as in central training
             return super().purify(suspect)
         if not self.defends_in_training():
             return suspect

@@ -1,0 +1,109 @@
+"""What the benchmark scripts share: launching the real ``bdrun`` command, reading the runs it leaves, formatting
+numbers for markdown tables, and publishing a table between markers of a results file.
+
+One copy of each, so that every script launches bdrun the same way (this interpreter, hence the venv's bdrun
+without a console script) and reports a failure the same way, and so that every results file formats its numbers
+by the rules ``bdrun-report`` uses (:func:`bdrun.results.percent`, :func:`bdrun.report.stat`). Scripts import it
+as a sibling module (``from benchlib import ...``): Python puts a script's own folder first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bdrun.report import stat
+from bdrun.results import METRICS_FILE, Job, read_job
+from bdrun.results import percent as pct
+
+__all__ = [
+    "BDRUN",
+    "BENCH_MARKERS",
+    "REPO",
+    "failure",
+    "launch",
+    "launch_or_exit",
+    "mean_std",
+    "pct",
+    "publish",
+    "read_metrics",
+    "sweep_runs",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+BDRUN = [sys.executable, "-c", "from bdrun.cli import main; main()"]  # the real command line, by this interpreter
+BENCH_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+
+
+# -- launching ----------------------------------------------------------------------------------------------
+def launch(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, capture: bool = True
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``bdrun args`` to the end; return the finished process and its wall seconds, start-up included.
+    ``capture=False`` lets its output through to the console (then the process holds none of it)."""
+    started = time.perf_counter()
+    result = subprocess.run([*BDRUN, *args], cwd=cwd, env=env, capture_output=capture, text=True)
+    return result, time.perf_counter() - started
+
+
+def failure(result: subprocess.CompletedProcess, what: str) -> str:
+    """A failed bdrun in one message: its status, what was run, and the end of its output."""
+    output = (result.stdout or "") + (result.stderr or "")
+    return f"bdrun failed with status {result.returncode} ({what}):\n{output[-3000:]}"
+
+
+def launch_or_exit(
+    args: list[str], *, what: str | None = None, **kwargs: Any
+) -> tuple[subprocess.CompletedProcess, float]:
+    """:func:`launch`, ending the script with :func:`failure` (``what``: default, the arguments) if bdrun fails."""
+    result, seconds = launch(args, **kwargs)
+    if result.returncode != 0:
+        sys.exit(failure(result, what or " ".join(args)))
+    return result, seconds
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's ``metrics.json`` as written: nested, with the stages and diagnostics that the flat metrics of
+    :mod:`bdrun.results` leave out and that several tables read."""
+    return json.loads((run_dir / METRICS_FILE).read_text())
+
+
+def sweep_runs(sweep_dir: Path) -> list[tuple[Job, dict[str, Any]]]:
+    """Every job of a sweep (one folder per job) that finished, in launch order, with its ``metrics.json``;
+    ``job.overrides`` holds the job's overrides as typed (keys without their ``+``)."""
+    jobs = [read_job(metrics.parent) for metrics in sweep_dir.glob(f"*/{METRICS_FILE}")]
+    return [(job, read_metrics(job.run_dir)) for job in sorted(jobs, key=lambda job: job.num)]
+
+
+# -- formatting ---------------------------------------------------------------------------------------------
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± sample std`` of ``scale`` times the values (percent by default), the std left out for one value
+    as ``bdrun-report`` does; "n/a" for none."""
+    result = stat([scale * value for value in values])
+    if result is None:
+        return "n/a"
+    text = f"{result.mean:.{digits}f}"
+    return text if result.std is None else f"{text} ± {result.std:.{digits}f}"
+
+
+# -- publishing ---------------------------------------------------------------------------------------------
+def publish(lines: list[str], out: Path | None, markers: tuple[str, str] = BENCH_MARKERS) -> None:
+    """Print the generated markdown and, with ``out``, put it between ``markers`` in that file: the text around
+    them (hand-written explanations) is kept; a file or markers not there yet are created."""
+    body = "\n".join(lines)
+    print(body)
+    if out is None:
+        return
+    start, end = markers
+    text = out.read_text() if out.exists() else f"# Benchmark\n\n{start}\n{end}\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{head}{start}\n{body}\n{end}{tail}")
