@@ -22,7 +22,8 @@ and rerunning a finished command only reads JSON files.
 
 Where the pieces live: the experiment's schema and checks in :mod:`bdrun.experiment`; the settings (central,
 federated) in the registry :mod:`bdrun.settings`, each a class of stages with their cache keys
-(:mod:`bdrun.stages`, :mod:`bdrun.federated.stages`); the run with its console table here.
+(:mod:`bdrun.stages`, :mod:`bdrun.federated.stages`); the run here; what a run prints and logs (its console
+table, flat tracker metrics, W&B tags) in :mod:`bdrun.run_summary`.
 """
 
 from __future__ import annotations
@@ -31,19 +32,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-from rich.table import Table
-
 from bdrun.cache import Artifact, check_root
 from bdrun.data import Splits, load_splits
 from bdrun.errors import check
 from bdrun.experiment import Experiment, check_label_indices, check_model_shape, parse_experiment
 from bdrun.progress import console, print_whole
+from bdrun.run_summary import config_tags, flatten, results_table
 from bdrun.settings import make_stages
 from bdrun.stages import WEIGHTS, Stages
 from bdrun.tracking import Tracker
 from bdrun.training import use_tf32
-from bdrun.trust import COLLAPSE_MARK, COLLAPSED, TRUST_KEYS, collapse_warning, trust_metrics
+from bdrun.trust import COLLAPSED, TRUST_KEYS, collapse_warning, trust_metrics
 
 # Re-exported: tests, scripts and the command line import these from here, where they lived before the split.
 __all__ = [
@@ -59,8 +58,6 @@ __all__ = [
     "results_table",
     "run",
 ]
-
-DETECTOR_COLUMNS = {"auroc": "AUROC", "far_at_frr1": "FAR@FRR1%", "far_at_frr5": "FAR@FRR5%", "frr": "FRR"}
 
 
 def clean_predictions(evaluated: Artifact) -> list[int]:
@@ -155,77 +152,3 @@ def run(exp: Experiment, run_dir: Path, tracker: Tracker) -> dict[str, Any]:
         flatten({k: report[k] for k in ("clean", "backdoored", "purified", "delta", "diagnostics") if k in report})
     )
     return report
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, int | float | str | bool):
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def results_table(report: dict[str, Any], exp: Experiment) -> Table:
-    title = f"attack={exp.attack.config.name} defense={exp.defense.config.name} dataset={exp.dataset.name}"
-    table = Table(title=title)
-    # bal. acc: balanced accuracy; majority: the majority-class rate; predicted: % of clean test inputs per class
-    columns = ("model", "CACC", "bal. acc", "majority", "predicted", "ASR", "side effect", "stage")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "predicted", "stage") else "right")
-
-    def pct(value: float | None) -> str:
-        return "—" if value is None else f"{100 * value:.2f}%"
-
-    for role in ("clean", "backdoored", "purified"):
-        if role in report:
-            origin = report["stages"][role]
-            status = f"{origin['stage']} {'reused' if origin['reused'] else 'built'}"
-            metrics = report[role]
-            mark = f" {COLLAPSE_MARK}" if metrics.get(COLLAPSED) else ""
-            shares = "/".join(f"{100 * v:.0f}" for v in metrics.get("prediction_shares", {}).values()) or "—"
-            table.add_row(
-                role,
-                pct(metrics["cacc"]) + mark,
-                pct(metrics.get("balanced_accuracy")),
-                pct(metrics.get("majority_rate")),
-                shares,
-                pct(metrics.get("asr")) + (mark if "asr" in metrics else ""),
-                pct(metrics.get("side_effect")),
-                status,
-            )
-    if "delta" in report:
-        delta = report["delta"]
-        cacc, asr = (f"{100 * delta[m]:+.2f}" if m in delta else "—" for m in ("cacc", "asr"))
-        table.add_row("Δ purified", cacc, "", "", "", asr, "", "")
-    detector = report.get("purified", {})
-    if "latency_ratio" in detector:  # an online detector: CACC / ASR above are after rejection
-        parts = [f"{label} {pct(detector[m])}" for m, label in DETECTOR_COLUMNS.items() if m in detector]
-        table.caption = (
-            f"detector (CACC/ASR after rejection): {', '.join(parts)}, cost ×{detector['latency_ratio']:.2f}"
-        )
-    if "detection_recall" in detector:  # a federated aggregator: the dropped clients as a detector
-        keys = [m for m in ("precision", "recall") if f"detection_{m}" in detector]
-        found = [f"{m} {pct(detector[f'detection_{m}'])}" for m in keys]
-        table.caption = f"malicious-client detection over all rounds: {', '.join(found)}"
-    notes = [table.caption] if table.caption else []
-    if any(report[role].get(COLLAPSED) for role in ("clean", "backdoored", "purified") if role in report):
-        notes.append(f"{COLLAPSE_MARK} collapsed model (bdrun/trust.py): CACC of a constant, ASR of no backdoor")
-    if not report.get("clean_reference", True):
-        notes.append("clean=false: no clean reference model, so no clean row and no side effect")
-    table.caption = "\n".join(notes) or None
-    return table
-
-
-def config_tags(cfg: DictConfig) -> list[str]:
-    tags = [
-        f"attack={cfg.attack.name}",
-        f"defense={cfg.defense.name}",
-        f"dataset={cfg.dataset.name}",
-        f"model={cfg.model.name}",
-    ]
-    federated = cfg.get("federated") or {}
-    if federated.get("name", "none") != "none":
-        tags.append(f"federated={federated['name']}")
-    return tags

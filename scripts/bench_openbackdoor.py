@@ -426,7 +426,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of every process")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "sst2")
+    data_dir = Path(os.environ.get("BDRUN_DATA_DIR", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=data_dir / "sst2", help="SST-2 folder (default: $BDRUN_DATA_DIR)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of " + ",".join(VARIANTS))
     parser.add_argument(
         "--bdrun", default="defaults", help="bdrun's batching: defaults (the trainer's), preset (cpu_sizes'), both"

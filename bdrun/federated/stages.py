@@ -75,8 +75,8 @@ class FederatedStages(Stages):
         honest = {k: v for k, v in self.setting.items() if k not in MALICIOUS_KNOBS}
         return stage_key("train", **self.base, **self.training, federated=honest)
 
-    def poison_key(self, clean_key: str) -> str:
-        attack = dataclasses.asdict(self.exp.attack.config)
+    def poison_key(self, clean_key: str | None) -> str:
+        attack = dataclasses.asdict(self.exp.attack.config)  # no clean_key: the federation starts pre-trained
         return stage_key("poison", **self.base, **self.training, federated=self.setting, attack=attack)
 
     def purify_key(self, suspect_key: str) -> str:
@@ -109,12 +109,14 @@ class FederatedStages(Stages):
         fed = self.federation(AGGREGATORS.build({"name": "fedavg"}), malicious=False)
         return self._federated_stage("train", self.train_key(), fed, "clean FedAvg")
 
-    def poison(self, clean: Artifact) -> Artifact:
+    def poison(self, clean: Artifact | None) -> Artifact:
+        """The FedAvg federation with malicious clients; ``clean`` (None with clean=false) enters neither the
+        federation nor its key: every federation starts from the pre-trained model."""
         if self.poisoning is None:
             return clean
         fed = self.federation(AGGREGATORS.build({"name": "fedavg"}), malicious=True)
         label = f"attack={self.exp.attack.config.name} FedAvg"
-        return self._federated_stage("poison", self.poison_key(clean.key), fed, label)
+        return self._federated_stage("poison", self.poison_key(None), fed, label)
 
     def purify(self, suspect: Artifact) -> Artifact:
         defense = self.exp.defense

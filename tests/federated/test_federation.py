@@ -113,6 +113,16 @@ def test_an_aggregator_without_a_federation_and_a_model_editing_attack_fail_in_o
         make_stages(exp, load_splits(exp.dataset, exp.data_dir))
 
 
+def test_a_federated_run_without_the_clean_reference_poisons_from_the_pretrained_model(tmp_path: Path) -> None:
+    """clean=false: no clean federation is trained, and the backdoored one gets the same key as with it."""
+    with_clean = stages_for(["defense=fedavg"], tmp_path).poison_key("any clean key")
+    cfg = compose_config([*FED, "defense=fedavg", "clean=false"], cache_dir=tmp_path)
+    report = run(parse_experiment(cfg), tmp_path / "run", Recorder())
+    assert "clean" not in report and report["clean_reference"] is False
+    assert report["stages"]["backdoored"]["key"] == with_clean
+    assert (tmp_path / "poison").is_dir() and not (tmp_path / "train").exists()  # no clean federation built
+
+
 def test_federated_run_reports_per_round_metrics_and_detection(tmp_path: Path) -> None:
     cfg = compose_config([*FED, "defense=multi_krum", "defense.byzantine=1"], cache_dir=tmp_path)
     tracker = Recorder()
