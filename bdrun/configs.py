@@ -18,6 +18,7 @@ checks before work (:mod:`bdrun.preflight`) accept every choice Hydra will find.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from pathlib import Path
 
@@ -26,11 +27,31 @@ from hydra._internal.config_repository import CachingConfigRepository
 from hydra._internal.utils import create_config_search_path, get_args_parser
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
+from omegaconf import OmegaConf
 
 from bdrun.errors import BdrunError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_NAME = "config"
+JOB_DIRNAME_BYTES = 120  # a multirun job's folder name; filesystems refuse names over 255 bytes
+
+
+def job_dirname(overrides: str) -> str:
+    """A multirun job's folder name (``hydra.sweep.subdir``) from its overrides, cut to ``JOB_DIRNAME_BYTES``.
+
+    Hydra names each job's folder after all its overrides, so a sweep over a long preset command line
+    (the PET table's rows, say) failed with "File name too long" before its first job. A cut name keeps its
+    beginning for the reader and ends in a hash of the whole, so two jobs never share a folder; the overrides
+    themselves are in each job's ``.hydra/overrides.yaml``.
+    """
+    raw = overrides.encode()
+    if len(raw) <= JOB_DIRNAME_BYTES:
+        return overrides
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    return f"{raw[: JOB_DIRNAME_BYTES - 11].decode(errors='ignore')}_{digest}"
+
+
+OmegaConf.register_new_resolver("bdrun_job_dirname", job_dirname, replace=True)
 
 
 def find_conf_dir() -> Path:

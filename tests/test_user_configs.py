@@ -127,3 +127,22 @@ def test_a_wheel_installed_outside_the_repository_runs_help(tmp_path: Path) -> N
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_a_sweep_jobs_folder_name_stays_short_and_unique_however_long_its_overrides() -> None:
+    """hydra.sweep.subdir goes through bdrun's resolver: a long command line no longer breaks a multirun."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from bdrun.configs import CONF_DIR, JOB_DIRNAME_BYTES
+
+    subdir = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["hydra"]["sweep"]["subdir"]
+
+    def folder(num: int, overrides: str) -> str:
+        job = {"hydra": {"job": {"num": num, "override_dirname": overrides}, "sweep": {"subdir": subdir}}}
+        return OmegaConf.create(job).hydra.sweep.subdir
+
+    long = ",".join(f"attack.knob_{i}=value_{i}" for i in range(30))
+    assert len(folder(0, long).encode()) <= 2 + JOB_DIRNAME_BYTES < 255
+    assert folder(0, long) != folder(0, long.replace("value_29", "value_30"))  # the hash tells them apart
+    assert folder(1, "attack=ep,seed=2") == "1_attack=ep,seed=2"  # short names stay as Hydra makes them
