@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchlib import pct
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -285,15 +286,13 @@ def run_variant(variant: str, number: int, args: argparse.Namespace, root: Path,
     return Run(variant, number, seconds, rss, metrics)
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
 def markdown(args: argparse.Namespace, runs: list[Run], versions: list[str]) -> str:
     by = {(r.variant, r.round): r for r in runs}
     rounds = sorted({r.round for r in runs})
-    variants = list(dict.fromkeys(r.variant for r in sorted(runs, key=lambda r: r.variant != "peer")))
-    variants = sorted(variants, key=lambda v: (v.partition("@")[2], VARIANTS.index(v.partition("@")[0])))
+    # by setting (defaults first), then fresh, poison-only, peer
+    variants = sorted(
+        {r.variant for r in runs}, key=lambda v: (v.partition("@")[2], VARIANTS.index(v.partition("@")[0]))
+    )
     mine = [v for v in variants if v != "peer"]
     lines = [
         "# bdrun against OpenBackdoor: one BadNets job, side by side",
