@@ -33,10 +33,10 @@ Reduced CPU table (one pair, adapter only, 3 seeds, 24 jobs at pet_paper_cpu's s
     OMP_NUM_THREADS=1 BDRUN_CACHE_DIR=outputs/bench-cache python scripts/bench_pet.py --preset pet_paper_cpu \\
         --pairs sst2:imdb --tunings adapter --seeds 1,2,3 --cost-steps 0 --out docs/results/pet.md
 
-A job there trains ~3,000 samples (600 × 3 attacker + 600 × 2 user epochs, 32 tokens) and evaluates ~1,600;
-at the 24-26 samples/s of one thread in docs/results/speed.md (full MiniLM, 64 tokens; a PET step costs 0.6-0.8×
-a full one) that is ~2 min a job, ~50 min for the 24 jobs (RIPPLe's double backward and LWP's extra rows add
-to theirs); the earlier 4-row run of this script took ~1 min a job on one shared core (docs/results/pet.md).
+A job there trains ~20,000 samples (2,000 × 5 attacker + 2,000 × 5 user epochs, 32 tokens) and evaluates ~1,600,
+then reads its attacker's module on A's 400 test rows (the poison stage reused). At the ~65 samples/s of one
+thread measured for these PET jobs on 2026-12-07 that is ~5-6 min a job: ~50 min for the Clean, Vanilla and
+gradient-control rows (``--rows clean,vanilla,gc``), ~2.5 h for all eight.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from bdrun.results import find_jobs
 from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
 TUNINGS = ["adapter", "parallel_adapter"]
+ATTACKER_TEST = "attacker_test"  # the folder of the runs that read each module on A's test set
 
 
 def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
@@ -125,42 +126,75 @@ def row_args(
     ]
 
 
+def on_attacker_test(args: list[str], pair: str) -> list[str]:
+    """The same multirun read on A's test set, for precondition (a) as the issue words it (the attacker's module
+    learns the attacker's task): the run's dataset becomes A, with no user retraining (``defense=none``, the
+    preset's defense knobs deleted) and no clean model. The attacker's module has the same stage key (it is
+    trained on ``attack.source`` whatever the run's dataset), so it is reused and only evaluated."""
+    source, target = pair.split(":")
+    kept = [a for a in args if not a.startswith("defense.")]
+    return [
+        *(f"dataset={source}" if a == f"dataset={target}" else a for a in kept),
+        "defense=none",
+        "~defense.clean_size",
+        "~defense.epochs",
+        "clean=false",
+    ]
+
+
 def run_rows(pairs: list[str], rows: list[str], root: Path, make_args: Callable[[str, str], list[str]]) -> list[str]:
-    """Run every pair × row multirun under ``root/<A>_to_<B>/<row>``; a failed multirun is reported, not fatal
-    (its cells then lack seeds and say so)."""
+    """Run every pair × row multirun under ``root/<A>_to_<B>/<row>``, then its module's evaluation on A's test set
+    under ``root/ATTACKER_TEST/<A>_to_<B>/<row>``; a failed multirun is reported, not fatal (its cells then lack
+    seeds, or their A evaluation, and say so)."""
     commands = []
     for pair in pairs:
+        folder = pair.replace(":", "_to_")
         for key in rows:
             args = make_args(pair, key)
-            sweep = root / pair.replace(":", "_to_") / key
-            where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get long
-            result, seconds = launch([*args, *where], cwd=REPO)
-            status = "" if result.returncode == 0 else ", FAILED"
-            commands.append(f"`bdrun {' '.join(args)}` ({seconds / 60:.1f} min{status})")
-            print(commands[-1], flush=True)
-            if result.returncode != 0:
-                print(failure(result, f"{pair} {key}"), file=sys.stderr, flush=True)
+            for job, sweep in (
+                (args, root / folder / key),
+                (on_attacker_test(args, pair), root / ATTACKER_TEST / folder / key),
+            ):
+                where = [f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # override names get long
+                result, seconds = launch([*job, *where], cwd=REPO)
+                status = "" if result.returncode == 0 else ", FAILED"
+                commands.append(f"`bdrun {' '.join(job)}` ({seconds / 60:.1f} min{status})")
+                print(commands[-1], flush=True)
+                if result.returncode != 0:
+                    print(failure(result, f"{pair} {key}"), file=sys.stderr, flush=True)
     return commands
 
 
 def collect(root: Path) -> dict[tuple[str, str, str], list[Run]]:
-    """The finished runs under ``root``, by (pair, PET form, row key), read from each run's metrics.json."""
+    """The finished runs under ``root``, by (pair, PET form, row key), read from each run's metrics.json, with
+    their module's CACC on A's test set where its evaluation there finished (``root/ATTACKER_TEST``)."""
     cells: dict[tuple[str, str, str], list[Run]] = {}
+    on_a: dict[tuple[str, str, str, str], tuple[float, bool]] = {}
+    main = []
     for job in find_jobs([root]):
         if job.status != "completed":
             continue
+        where = (job.run_dir.parent.parent.name.replace("_to_", ":"), str(job.value("model.tuning")))
+        cell = (*where, job.run_dir.parent.name, str(job.value("seed")))
+        if ATTACKER_TEST in job.run_dir.relative_to(root).parts:
+            on_a[cell] = (job.metrics["backdoored.cacc"], job.collapsed("backdoored.cacc"))
+        else:
+            main.append((cell, job))
+    for cell, job in main:
         m = job.metrics
+        source_cacc, source_collapsed = on_a.get(cell, (None, False))
         run = Run(
-            seed=str(job.value("seed")),
+            seed=cell[3],
             cacc=m["backdoored.cacc"],
             asr=m["backdoored.asr"],
             user_cacc=m["purified.cacc"],
             lfr=m["purified.asr"],
             collapsed=job.collapsed("backdoored.cacc"),
             user_collapsed=job.collapsed("purified.cacc"),
+            source_cacc=source_cacc,
+            source_collapsed=source_collapsed,
         )
-        pair = job.run_dir.parent.parent.name.replace("_to_", ":")
-        cells.setdefault((pair, str(job.value("model.tuning")), job.run_dir.parent.name), []).append(run)
+        cells.setdefault(cell[:3], []).append(run)
     return cells
 
 
@@ -222,9 +256,10 @@ def main() -> None:
         f"Preset `experiment={args.preset}`; PET forms {', '.join(tunings)}; seeds {', '.join(seeds)}; extra "
         f"overrides: {' '.join(extra) or 'none'}. Spam sources get attack.num_triggers=10 (not LWP: its own "
         f"two-word combinations). Pairs with IMDB or Enron: {long_rule}. Clean = attack=badnets "
-        "attack.poison_rate=0 on A. Preconditions: (a) the module's CACC at most 3 points below Clean's and no "
-        "seed collapsed, (b) vanilla's LFR at least 10 points below its ASR, (c) at least 3 shared seeds, (d) no "
-        f"retrained module collapsed. Runs: `{shown}`. Whole benchmark: {(time.time() - started) / 60:.1f} min.",
+        "attack.poison_rate=0 on A. Preconditions: (a) the module's CACC on A's test set (the attacker's) at "
+        "most 3 points below Clean's and no seed collapsed, (b) vanilla's LFR at least 10 points below its ASR, "
+        f"(c) at least 3 shared seeds, (d) no retrained module collapsed. Runs: `{shown}`. Whole benchmark: "
+        f"{(time.time() - started) / 60:.1f} min.",
         "",
         *table(collect(root), pairs, tunings, rows),
         "",

@@ -8,9 +8,10 @@ fine-tuning), paired by seed, with :func:`bdrun.stats.paired_difference` (method
 backdoor survived the user's retraining better, "ahead"). The difference is only worth reading when the setting
 can show an effect at all, so a verdict needs, per pair × PET form:
 
-- (a) **the attacker's module learns the clean task**: the row's backdoored CACC (on B's test set) is at most
-  ``CACC_MARGIN`` below the Clean row's (a clean module trained on A with the same budget, ``poison_rate=0``), and
-  none of its seeds collapsed (bdrun's ``collapsed`` flag). Checked for the method and for Vanilla; above the Clean
+- (a) **the attacker's module learns the clean task**: the row's backdoored CACC on the attacker's own test set
+  (A's, the issue's wording; B's where a run has no A evaluation) is at most ``CACC_MARGIN`` below the Clean
+  row's (a clean module trained on A with the same budget, ``poison_rate=0``), and none of its seeds collapsed
+  (bdrun's ``collapsed`` flag, on either test set). Checked for the method and for Vanilla; above the Clean
   module is no failure. A collapsed Clean module makes (a) uncheckable, so it fails too.
 - (b) **vanilla forgets**: Vanilla's mean LFR is at least ``FORGET_MARGIN`` below its mean ASR before the user's
   retraining; otherwise the retraining erases nothing and no method can be ahead against forgetting.
@@ -94,6 +95,17 @@ class Run:
     lfr: float
     collapsed: bool = False
     user_collapsed: bool = False
+    source_cacc: float | None = None  # the attacker's module on A's (its own) test set, when evaluated there
+    source_collapsed: bool = False
+
+
+def attacker_field(*rows: Sequence[Run]) -> str:
+    """The CACC that precondition (a) reads: on A's test set when every run given has it, else on B's."""
+    on_a = all(r.source_cacc is not None for runs in rows for r in runs)
+    return "source_cacc" if on_a else "cacc"
+
+
+TEST_SET = {"source_cacc": "A", "cacc": "B"}
 
 
 def mean(runs: Sequence[Run], field: str) -> float | None:
@@ -103,7 +115,7 @@ def mean(runs: Sequence[Run], field: str) -> float | None:
 
 def mean_std(runs: Sequence[Run], field: str, mark: bool = False) -> str:
     """Percent, mean ± sample std over seeds; ``†`` when a model behind it collapsed in some seed."""
-    if not runs:
+    if not runs or any(getattr(r, field) is None for r in runs):
         return "n/a"
     return percent_mean_std([getattr(r, field) for r in runs], digits=1) + (" †" if mark else "")
 
@@ -112,7 +124,7 @@ def mean_std(runs: Sequence[Run], field: str, mark: bool = False) -> str:
 class Preconditions:
     """The checks of one pair × PET form that do not depend on the method row (module docstring)."""
 
-    clean_cacc: float | None
+    clean: Sequence[Run]
     clean_collapsed: bool
     clean_seeds: int
     vanilla_learns: list[str]  # reasons (a) fails for Vanilla; empty: holds
@@ -122,34 +134,36 @@ class Preconditions:
         return self.vanilla_learns + self.vanilla_forgets
 
 
-def learns(runs: Sequence[Run], clean_cacc: float | None, clean_collapsed: bool, who: str) -> list[str]:
-    """Precondition (a) for one row: the reasons it fails (empty when the module learnt the clean task)."""
+def learns(runs: Sequence[Run], clean: Sequence[Run], clean_collapsed: bool, who: str) -> list[str]:
+    """Precondition (a) for one row: the reasons it fails (empty when the module learnt the clean task). Read on
+    A's test set when this row and the Clean row were both evaluated there (:func:`attacker_field`)."""
     if not runs:
         return [f"no {who} runs"]
-    if clean_cacc is None:
+    if not clean:
         return ["no Clean row to check (a) against"]
     if clean_collapsed:
         return ["the Clean module collapsed"]
     reasons = []
-    if any(r.collapsed for r in runs):
-        reasons.append(f"{who} module collapsed ({sum(r.collapsed for r in runs)}/{len(runs)} seeds)")
-    gap = clean_cacc - mean(runs, "cacc")
+    collapsed = sum(r.collapsed or r.source_collapsed for r in runs)
+    if collapsed:
+        reasons.append(f"{who} module collapsed ({collapsed}/{len(runs)} seeds)")
+    field = attacker_field(runs, clean)
+    gap = mean(clean, field) - mean(runs, field)
     if gap > CACC_MARGIN:
-        reasons.append(f"{who} CACC {100 * gap:.1f} points below Clean")
+        reasons.append(f"{who} CACC on {TEST_SET[field]} {100 * gap:.1f} points below Clean")
     return reasons
 
 
 def preconditions(clean: Sequence[Run], vanilla: Sequence[Run]) -> Preconditions:
     """(a) for Vanilla and (b), from the Clean and Vanilla runs of one pair × PET form."""
-    clean_cacc = mean(clean, "cacc")
-    clean_collapsed = any(r.collapsed for r in clean)
+    clean_collapsed = any(r.collapsed or r.source_collapsed for r in clean)
     forgets: list[str] = []
     if vanilla:
         drop = mean(vanilla, "asr") - mean(vanilla, "lfr")
         if drop < FORGET_MARGIN:
             forgets.append(f"vanilla forgets only {100 * drop:.1f} points of ASR (needs {100 * FORGET_MARGIN:.0f})")
     return Preconditions(
-        clean_cacc, clean_collapsed, len(clean), learns(vanilla, clean_cacc, clean_collapsed, "vanilla"), forgets
+        clean, clean_collapsed, len(clean), learns(vanilla, clean, clean_collapsed, "vanilla"), forgets
     )
 
 
@@ -166,7 +180,7 @@ def judge(method: Sequence[Run], vanilla: Sequence[Run], pre: Preconditions) -> 
     if not base:
         return "n/a", f"{CANNOT} (no seed shared with vanilla)"
     difference = paired_difference(base, ours)
-    reasons = [*pre.failures(), *learns(method, pre.clean_cacc, pre.clean_collapsed, "method")]
+    reasons = [*pre.failures(), *learns(method, pre.clean, pre.clean_collapsed, "method")]
     if len(base) < MIN_SEEDS or pre.clean_seeds < MIN_SEEDS:
         reasons.append(f"{min(len(base), pre.clean_seeds)} seeds (needs {MIN_SEEDS})")
     user = sum(r.user_collapsed for r in [*method, *vanilla])
@@ -183,14 +197,15 @@ def table(
     """The precondition table and the main table, as markdown lines. ``cells[(pair, tuning, row key)]``."""
     rows = list(rows)
     pre_lines = [
-        "| pair A→B | tuning | Clean CACC | Vanilla CACC | (a) vanilla learns | Vanilla ASR → LFR "
+        "| pair A→B | tuning | test set of (a) | Clean CACC | Vanilla CACC | (a) vanilla learns | Vanilla ASR → LFR "
         "| (b) vanilla forgets | seeds (Clean / Vanilla) | (c) ≥ 3 seeds |",
-        "|---|---|---:|---:|---|---:|---|---:|---|",
+        "|---|---|---|---:|---:|---|---:|---|---:|---|",
     ]
     main = [
-        "| pair A→B | tuning | row | backdoored CACC | backdoored ASR | CACC after user FT | LFR after user FT "
+        "| pair A→B | tuning | row | CACC on A | backdoored CACC | backdoored ASR | CACC after user FT "
+        "| LFR after user FT "
         "| LFR − vanilla [95%] | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for pair in pairs:
         name = pair.replace(":", "→")
@@ -198,9 +213,10 @@ def table(
             clean, vanilla = cells.get((pair, tuning, "clean"), []), cells.get((pair, tuning, "vanilla"), [])
             pre = preconditions(clean, vanilla)
             seeds_ok = min(len(clean), len(vanilla)) >= MIN_SEEDS
+            field = attacker_field(clean, vanilla)
             pre_lines.append(
-                f"| {name} | {tuning} | {mean_std(clean, 'cacc', pre.clean_collapsed)} "
-                f"| {mean_std(vanilla, 'cacc', any(r.collapsed for r in vanilla))} "
+                f"| {name} | {tuning} | {TEST_SET[field]} | {mean_std(clean, field, pre.clean_collapsed)} "
+                f"| {mean_std(vanilla, field, any(r.collapsed or r.source_collapsed for r in vanilla))} "
                 f"| {'; '.join(pre.vanilla_learns) or 'yes'} "
                 f"| {mean_std(vanilla, 'asr')} → {mean_std(vanilla, 'lfr')} "
                 f"| {'; '.join(pre.vanilla_forgets) or 'yes'} "
@@ -213,6 +229,7 @@ def table(
                 else:
                     difference, verdict = judge(runs, vanilla, pre)
                 numbers = [
+                    mean_std(runs, "source_cacc", any(r.source_collapsed for r in runs)),
                     mean_std(runs, "cacc", any(r.collapsed for r in runs)),
                     mean_std(runs, "asr", any(r.collapsed for r in runs)),
                     mean_std(runs, "user_cacc", any(r.user_collapsed for r in runs)),

@@ -8,6 +8,8 @@ decides.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -54,12 +56,58 @@ def test_a_collapsed_attacker_module_makes_the_cell_undecidable() -> None:
 def test_a_module_that_did_not_learn_the_clean_task_or_a_collapsed_clean_module_makes_it_undecidable() -> None:
     low = runs(0.80, 1.00, [0.80, 0.88, 0.86])  # 8 points below Clean's 88
     verdict = judge(low, VANILLA, preconditions(CLEAN, VANILLA))[1]
-    assert verdict.startswith(CANNOT) and "method CACC 8.0 points below Clean" in verdict
+    assert verdict.startswith(CANNOT) and "method CACC on B 8.0 points below Clean" in verdict
     within = runs(0.855, 1.00, [0.80, 0.88, 0.86])  # 2.5 points below: allowed
     assert judge(within, VANILLA, preconditions(CLEAN, VANILLA))[1] == "ahead"
     broken = runs(0.50, 0.10, [0.1, 0.1, 0.1], collapsed=True)
     assert "Clean module collapsed" in judge(AHEAD, VANILLA, preconditions(broken, VANILLA))[1]
     assert "no Clean row" in judge(AHEAD, VANILLA, preconditions([], VANILLA))[1]
+
+
+def on_a(rows: list[Run], cacc: float, collapsed: bool = False) -> list[Run]:
+    return [dataclasses.replace(r, source_cacc=cacc, source_collapsed=collapsed) for r in rows]
+
+
+def test_a_is_read_on_the_attackers_test_set_when_every_run_was_evaluated_there() -> None:
+    """The issue's (a): the module learns the attacker's task. A module 6 points below Clean on A fails (a) even
+    if it matches Clean on B; one that matches on A passes even if B differs; a run without its A evaluation
+    sends the check back to B for that row, and a collapse on A alone counts."""
+    clean = on_a(CLEAN, 0.83)
+    weak_on_a = on_a(AHEAD, 0.77)  # B: 86 against Clean's 88, within 3 points
+    verdict = judge(weak_on_a, on_a(VANILLA, 0.82), preconditions(clean, on_a(VANILLA, 0.82)))[1]
+    assert verdict.startswith(CANNOT) and "method CACC on A 6.0 points below Clean" in verdict
+    low_on_b = on_a(runs(0.80, 1.00, [0.80, 0.88, 0.86]), 0.82)  # 8 points below on B, 1 on A
+    assert judge(low_on_b, on_a(VANILLA, 0.82), preconditions(clean, on_a(VANILLA, 0.82)))[1] == "ahead"
+    assert (
+        "method CACC on B 8.0" in judge(runs(0.80, 1.0, [0.8, 0.88, 0.86]), VANILLA, preconditions(clean, VANILLA))[1]
+    )
+    collapsed_on_a = on_a(AHEAD, 0.83, collapsed=True)
+    assert "method module collapsed (3/3 seeds)" in judge(collapsed_on_a, VANILLA, preconditions(clean, VANILLA))[1]
+    text = "\n".join(
+        table(
+            {("p:q", "adapter", "clean"): clean, ("p:q", "adapter", "vanilla"): on_a(VANILLA, 0.82)},
+            ["p:q"],
+            ["adapter"],
+            ["clean", "vanilla"],
+        )
+    )
+    assert "| p→q | adapter | A | 83.0 ± 0.0 | 82.0 ± 0.0 | yes |" in text
+    assert "| p→q | adapter | Vanilla (= BadNets) | 82.0 ± 0.0 | 87.0 ± 0.0 |" in text
+
+
+def test_the_attacker_test_run_reads_the_module_on_a_without_the_users_retraining() -> None:
+    """The A evaluation is the same job with A as the run's dataset, no defense (the preset's defense knobs
+    deleted) and no clean model; it must compose and pass bdrun's checks, and keep every attack knob (so the
+    attacker's module has the same stage key and is reused)."""
+    from bench_pet import on_attacker_test, row_args
+
+    from bdrun.preflight import preflight
+
+    args = row_args("pet_paper_cpu", "sst2:imdb", "gc", ["adapter"], ["1"], "start", ["defense.epochs=5"])
+    job = on_attacker_test(args, "sst2:imdb")
+    assert "dataset=sst2" in job and "dataset=imdb" not in job and "defense.epochs=5" not in job
+    assert [a for a in args if a.startswith("attack")] == [a for a in job if a.startswith("attack")]
+    assert len(preflight(job)) == 1
 
 
 def test_a_vanilla_that_does_not_forget_makes_it_undecidable() -> None:
@@ -101,7 +149,8 @@ def test_the_table_marks_each_cell_and_states_the_preconditions() -> None:
     lines = table(cells, ["sst2:imdb"], ["adapter"], ["clean", "vanilla", "ripple", "gc"])
     text = "\n".join(lines)
     assert (
-        "| sst2→imdb | adapter | 88.0 ± 0.0 | 87.0 ± 0.0 | yes | 100.0 ± 0.0 → 45.0 ± 5.0 | yes | 3 / 3 | yes |" in text
+        "| sst2→imdb | adapter | B | 88.0 ± 0.0 | 87.0 ± 0.0 | yes | 100.0 ± 0.0 → 45.0 ± 5.0 | yes | 3 / 3 | yes |"
+        in text
     )
     gc = next(line for line in lines if "both (gradient control)" in line)
     assert gc.endswith("| ahead |")
@@ -133,3 +182,29 @@ def test_the_clean_rows_rate_of_zero_poisons_no_row() -> None:
     train = TextDataset([f"sentence number {i} here" for i in range(20)], [0, 1] * 10, [False] * 20)
     poisoned = ATTACKS.build({"name": "badnets", "poison_rate": 0, "label_mode": "any"}).poison(train)
     assert (poisoned.texts, poisoned.labels, any(poisoned.poisoned)) == (train.texts, train.labels, False)
+
+
+def fake_job(folder: Path, seed: int, metrics: dict) -> None:
+    """A finished Hydra job folder as bdrun leaves it (overrides, composed config, metrics, status)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model.tuning=adapter\n")
+    (folder / ".hydra" / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  tuning: adapter\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "status.json").write_text(json.dumps({"status": "completed"}))
+
+
+def test_collect_joins_each_run_with_its_modules_evaluation_on_a_by_seed(tmp_path: Path) -> None:
+    """A wrong join would silently read (a) on B or on another seed's module: the A number of seed 2 must land
+    on seed 2's run, and a run whose A evaluation did not finish keeps None (so (a) falls back to B)."""
+    from bench_pet import ATTACKER_TEST, collect
+
+    for seed, cacc in ((1, 0.60), (2, 0.62), (3, 0.64)):
+        done = {"backdoored": {"cacc": cacc, "asr": 1.0}, "purified": {"cacc": 0.7, "asr": 0.5}}
+        fake_job(tmp_path / "sst2_to_imdb" / "vanilla" / str(seed - 1), seed, done)
+    for seed, cacc in ((2, 0.81), (1, 0.80)):  # seed 3's evaluation on A never finished
+        fake_job(
+            tmp_path / ATTACKER_TEST / "sst2_to_imdb" / "vanilla" / str(seed), seed, {"backdoored": {"cacc": cacc}}
+        )
+    runs = sorted(collect(tmp_path)[("sst2:imdb", "adapter", "vanilla")], key=lambda r: r.seed)
+    assert [(r.seed, r.cacc, r.source_cacc) for r in runs] == [("1", 0.6, 0.8), ("2", 0.62, 0.81), ("3", 0.64, None)]
+    assert set(collect(tmp_path)) == {("sst2:imdb", "adapter", "vanilla")}
