@@ -25,6 +25,7 @@ __all__ = [
     "BENCH_MARKERS",
     "REPO",
     "failure",
+    "invocation",
     "launch",
     "launch_or_exit",
     "mean_std",
@@ -92,6 +93,18 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
 
 
 # -- publishing ---------------------------------------------------------------------------------------------
+def invocation() -> str:
+    """The command that ran this script, as a results file shows it: ``python scripts/NAME.py ARGS`` with any
+    absolute path inside the repository made relative to it, since docs never name one machine's folders."""
+
+    def shown(arg: str) -> str:
+        path = Path(arg)
+        return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else arg
+
+    script = Path(sys.argv[0]).resolve()
+    return " ".join(["python", shown(str(script)), *map(shown, sys.argv[1:])])
+
+
 def publish(lines: list[str], out: Path | None, markers: tuple[str, str] = BENCH_MARKERS) -> None:
     """Print the generated markdown and, with ``out``, put it between ``markers`` in that file: the text around
     them (hand-written explanations) is kept; a file or markers not there yet are created."""
