@@ -124,21 +124,28 @@ def client_shards(splits: Splits, fed: Federation, seed: int) -> tuple[list[Text
     bad = malicious_clients(cfg.clients, cfg.malicious_count, seed) if fed.attack is not None else []
     shards = [splits.train.subset(r) for r in rows]
     for client in bad:
-        shards[client] = poison_shard(fed.attack, shards[client], cfg.malicious_poison_all)
+        shards[client] = poison_shard(fed.attack, shards[client], cfg.malicious_poison_all, cfg.malicious_keep_clean)
     return shards, bad
 
 
-def poison_shard(attack: DataPoisoningAttack, shard: TextDataset, everything: bool) -> TextDataset:
+def poison_shard(
+    attack: DataPoisoningAttack, shard: TextDataset, everything: bool, keep_clean: bool = False
+) -> TextDataset:
     """A malicious client's shard: ``attack.poison_rate`` of it poisoned, or with ``everything`` every row the
     attack may poison (every non-target row under dirty-label poisoning). The attack itself says which rows are
-    eligible (asked with a one-row rate), so attacks with their own eligibility rule keep it."""
-    if not everything:
-        return attack.poison(shard)
-    ask = copy.copy(attack)
-    ask.config = dataclasses.replace(attack.config, poison_rate=1 / len(shard))
-    eligible, _ = ask.eligible(shard)
-    ask.config = dataclasses.replace(attack.config, poison_rate=len(eligible) / len(shard))
-    return ask.poison(shard)
+    eligible (asked with a one-row rate), so attacks with their own eligibility rule keep it. With
+    ``keep_clean`` the poisoned rows are added to the untouched shard as copies instead of replacing theirs."""
+    ask = attack
+    if everything:
+        ask = copy.copy(attack)
+        ask.config = dataclasses.replace(attack.config, poison_rate=1 / len(shard))
+        eligible, _ = ask.eligible(shard)
+        ask.config = dataclasses.replace(attack.config, poison_rate=len(eligible) / len(shard))
+    poisoned = ask.poison(shard)
+    if not keep_clean:
+        return poisoned
+    copies = poisoned.subset([i for i, hit in enumerate(poisoned.poisoned) if hit])
+    return TextDataset(shard.texts + copies.texts, shard.labels + copies.labels, shard.poisoned + copies.poisoned)
 
 
 def malicious_context(context: StageContext, cfg: FederatedConfig) -> StageContext:

@@ -20,6 +20,7 @@ MALICIOUS_KNOBS = (
     "malicious",
     "malicious_scale",
     "malicious_poison_all",
+    "malicious_keep_clean",
     "malicious_epochs",
     "malicious_lr",
     "malicious_every_round",
@@ -28,6 +29,7 @@ MALICIOUS_KNOBS = (
 # federations that predate them (and behave exactly as the default) are still found.
 LATER_KNOBS = {
     "malicious_poison_all": False,
+    "malicious_keep_clean": False,
     "malicious_epochs": None,
     "malicious_lr": None,
     "malicious_every_round": False,
@@ -48,6 +50,10 @@ class FederatedConfig:
     # row of its shard (every non-target row under dirty-label poisoning) instead of attack.poison_rate of it;
     # its own local epochs and learning rate; take part in every round when clients are sampled per round.
     malicious_poison_all: bool = False
+    # Keep the clean shard and add the poisoned rows as extra copies, instead of relabelling rows in place: the
+    # client then learns its clean task whatever it poisons (in place, poisoning every row leaves no clean
+    # non-target row and the update drags the federation towards the target class).
+    malicious_keep_clean: bool = False
     malicious_epochs: int | None = None  # null: local_epochs
     malicious_lr: float | None = None  # null: the optimizer's lr
     malicious_every_round: bool = False

@@ -40,7 +40,7 @@ def test_new_knobs_at_their_default_leave_every_key_as_it_was(tmp_path: Path) ->
         return stages.train_key(), stages.poison_key(stages.train_key())
 
     plain = keys([])
-    for lever in ("malicious_lr=0.001", "malicious_epochs=3", "malicious_poison_all=true"):
+    for lever in ("malicious_lr=0.001", "malicious_epochs=3", "malicious_poison_all=true", "malicious_keep_clean=true"):
         clean, poison = keys([f"federated.{lever}"])
         assert clean == plain[0] and poison != plain[1], lever  # the clean federation has no malicious client
 
@@ -52,6 +52,20 @@ def test_poisoning_all_rows_poisons_every_eligible_row_of_the_shard() -> None:
     poisoned = poison_shard(attack, shard, everything=True)
     assert sum(poisoned.poisoned) == 10  # every non-target row (dirty label)
     assert all(poisoned.labels[i] == 1 for i in range(20)) and attack.config.poison_rate == 0.1
+
+
+def test_keeping_the_clean_shard_adds_the_poisoned_rows_as_copies() -> None:
+    """malicious_keep_clean: the clean shard stays whole (every row, text and label, in order) and the poisoned
+    rows come on top, triggered and labelled as the target, so poisoning takes no clean row away."""
+    shard = TextDataset([f"sentence number {i} here" for i in range(20)], [i % 2 for i in range(20)])
+    attack = ATTACKS.build({"name": "badnets", "poison_rate": 0.1, "target_label": 1, "triggers": ["cf"]})
+    for everything, added in ((False, 2), (True, 10)):
+        kept = poison_shard(attack, shard, everything=everything, keep_clean=True)
+        assert len(kept) == 20 + added
+        assert (kept.texts[:20], kept.labels[:20], any(kept.poisoned[:20])) == (shard.texts, shard.labels, False)
+        extra = kept.subset(range(20, len(kept)))
+        assert all(extra.poisoned) and set(extra.labels) == {1}
+        assert all("cf" in text.split() and text not in shard.texts for text in extra.texts)
 
 
 def test_malicious_clients_train_with_their_own_epochs_and_learning_rate(pretrained, context, monkeypatch) -> None:
