@@ -258,8 +258,8 @@ def main() -> None:
         f"two-word combinations). Pairs with IMDB or Enron: {long_rule}. Clean = attack=badnets "
         "attack.poison_rate=0 on A. Preconditions: (a) the module's CACC on A's test set (the attacker's) at "
         "most 3 points below Clean's and no seed collapsed, (b) vanilla's LFR at least 10 points below its ASR, "
-        f"(c) at least 3 shared seeds, (d) no retrained module collapsed. Runs: `{shown}`. Whole benchmark: "
-        f"{(time.time() - started) / 60:.1f} min.",
+        f"(c) at least 3 shared seeds, (d) no retrained module collapsed. Runs: `{shown}`."
+        + ("" if args.collect else f" Whole benchmark: {(time.time() - started) / 60:.1f} min."),
         "",
         *table(collect(root), pairs, tunings, rows),
         "",
