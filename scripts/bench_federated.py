@@ -89,10 +89,15 @@ def table(results: dict[str, dict], defenses: list[str]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     any_report = next(iter(results.values()), None)
-    if any_report:
+    if any_report and "clean" in any_report:  # absent from runs with clean=false
         lines.append(row("*clean federation* (FedAvg)", any_report["clean"], any_report["federation"].get("clean")))
+    backdoored_row = any_report is not None and "fedavg" not in results  # every job holds the FedAvg federation
+    if backdoored_row:
+        lines.append(row("fedavg (backdoored)", any_report["backdoored"], any_report["federation"].get("backdoored")))
     for defense in defenses:
         report = results.get(defense)
+        if report is None and defense == "fedavg" and backdoored_row:
+            continue
         if report is None:
             lines.append(f"| {defense} | n/a | n/a | | | | | |")
             continue
