@@ -98,6 +98,11 @@ class Run:
     source_cacc: float | None = None  # the attacker's module on A's (its own) test set, when evaluated there
     source_collapsed: bool = False
 
+    @property
+    def module_collapsed(self) -> bool:
+        """The attacker's module collapsed on either test set (B's, or A's where it was read there)."""
+        return self.collapsed or self.source_collapsed
+
 
 def attacker_field(*rows: Sequence[Run]) -> str:
     """The CACC that precondition (a) reads: on A's test set when every run given has it, else on B's."""
@@ -125,26 +130,28 @@ class Preconditions:
     """The checks of one pair × PET form that do not depend on the method row (module docstring)."""
 
     clean: Sequence[Run]
-    clean_collapsed: bool
-    clean_seeds: int
     vanilla_learns: list[str]  # reasons (a) fails for Vanilla; empty: holds
     vanilla_forgets: list[str]  # reasons (b) fails; empty: holds
 
     def failures(self) -> list[str]:
         return self.vanilla_learns + self.vanilla_forgets
 
+    @property
+    def clean_collapsed(self) -> bool:
+        return any(r.module_collapsed for r in self.clean)
 
-def learns(runs: Sequence[Run], clean: Sequence[Run], clean_collapsed: bool, who: str) -> list[str]:
+
+def learns(runs: Sequence[Run], clean: Sequence[Run], who: str) -> list[str]:
     """Precondition (a) for one row: the reasons it fails (empty when the module learnt the clean task). Read on
     A's test set when this row and the Clean row were both evaluated there (:func:`attacker_field`)."""
     if not runs:
         return [f"no {who} runs"]
     if not clean:
         return ["no Clean row to check (a) against"]
-    if clean_collapsed:
+    if any(r.module_collapsed for r in clean):
         return ["the Clean module collapsed"]
     reasons = []
-    collapsed = sum(r.collapsed or r.source_collapsed for r in runs)
+    collapsed = sum(r.module_collapsed for r in runs)
     if collapsed:
         reasons.append(f"{who} module collapsed ({collapsed}/{len(runs)} seeds)")
     field = attacker_field(runs, clean)
@@ -156,15 +163,12 @@ def learns(runs: Sequence[Run], clean: Sequence[Run], clean_collapsed: bool, who
 
 def preconditions(clean: Sequence[Run], vanilla: Sequence[Run]) -> Preconditions:
     """(a) for Vanilla and (b), from the Clean and Vanilla runs of one pair × PET form."""
-    clean_collapsed = any(r.collapsed or r.source_collapsed for r in clean)
     forgets: list[str] = []
     if vanilla:
         drop = mean(vanilla, "asr") - mean(vanilla, "lfr")
         if drop < FORGET_MARGIN:
             forgets.append(f"vanilla forgets only {100 * drop:.1f} points of ASR (needs {100 * FORGET_MARGIN:.0f})")
-    return Preconditions(
-        clean, clean_collapsed, len(clean), learns(vanilla, clean, clean_collapsed, "vanilla"), forgets
-    )
+    return Preconditions(clean, learns(vanilla, clean, "vanilla"), forgets)
 
 
 def paired(method: Sequence[Run], vanilla: Sequence[Run]) -> tuple[list[float], list[float]]:
@@ -180,9 +184,9 @@ def judge(method: Sequence[Run], vanilla: Sequence[Run], pre: Preconditions) -> 
     if not base:
         return "n/a", f"{CANNOT} (no seed shared with vanilla)"
     difference = paired_difference(base, ours)
-    reasons = [*pre.failures(), *learns(method, pre.clean, pre.clean_collapsed, "method")]
-    if len(base) < MIN_SEEDS or pre.clean_seeds < MIN_SEEDS:
-        reasons.append(f"{min(len(base), pre.clean_seeds)} seeds (needs {MIN_SEEDS})")
+    reasons = [*pre.failures(), *learns(method, pre.clean, "method")]
+    if len(base) < MIN_SEEDS or len(pre.clean) < MIN_SEEDS:
+        reasons.append(f"{min(len(base), len(pre.clean))} seeds (needs {MIN_SEEDS})")
     user = sum(r.user_collapsed for r in [*method, *vanilla])
     if user:
         reasons.append(f"{user} retrained module(s) collapsed")
@@ -216,7 +220,7 @@ def table(
             field = attacker_field(clean, vanilla)
             pre_lines.append(
                 f"| {name} | {tuning} | {TEST_SET[field]} | {mean_std(clean, field, pre.clean_collapsed)} "
-                f"| {mean_std(vanilla, field, any(r.collapsed or r.source_collapsed for r in vanilla))} "
+                f"| {mean_std(vanilla, field, any(r.module_collapsed for r in vanilla))} "
                 f"| {'; '.join(pre.vanilla_learns) or 'yes'} "
                 f"| {mean_std(vanilla, 'asr')} → {mean_std(vanilla, 'lfr')} "
                 f"| {'; '.join(pre.vanilla_forgets) or 'yes'} "
