@@ -19,20 +19,25 @@ from typing import Any
 from bdrun.report import stat
 from bdrun.results import METRICS_FILE, Job, read_job
 from bdrun.results import percent as pct
+from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK, COLLAPSED, SINGLE_SEED_LEGEND, SINGLE_SEED_MARK
 
 __all__ = [
     "BDRUN",
     "BENCH_MARKERS",
+    "COLLAPSE_MARK",
     "REPO",
+    "SINGLE_SEED_MARK",
     "failure",
     "invocation",
     "launch",
     "launch_or_exit",
+    "marked",
     "mean_std",
     "pct",
     "publish",
     "read_metrics",
     "sweep_runs",
+    "trust_legend",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,6 +95,21 @@ def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
         return "n/a"
     text = f"{result.mean:.{digits}f}"
     return text if result.std is None else f"{text} ± {result.std:.{digits}f}"
+
+
+def marked(text: str, *models: dict[str, Any] | None) -> str:
+    """``text`` with bdrun's collapse mark when any of the models behind it (their ``metrics.json`` entries, one
+    per seed) was flagged collapsed (:mod:`bdrun.trust`): its CACC is a constant's and its ASR measures that."""
+    return f"{text} {COLLAPSE_MARK}" if any(model and model.get(COLLAPSED) for model in models) else text
+
+
+def trust_legend(lines: list[str], single_seed: bool) -> list[str]:
+    """The legend lines under a table: the one-seed mark when ``single_seed``, and the collapse mark's meaning
+    when ``lines`` carry it, else the statement that no model collapsed (so a table without marks says why)."""
+    legend = [f"{SINGLE_SEED_MARK} {SINGLE_SEED_LEGEND}"] if single_seed else []
+    if any(COLLAPSE_MARK in line for line in lines):
+        return [*legend, f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)"]
+    return [*legend, f"No model collapsed (bdrun's `collapsed` flag, {COLLAPSE_MARK} where one did)."]
 
 
 # -- publishing ---------------------------------------------------------------------------------------------
