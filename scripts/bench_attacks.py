@@ -132,10 +132,12 @@ def main() -> None:
         result, seconds = launch_or_exit(
             [*PRESET, *ROWS[labels[0]], f"seed={seeds[0]}", *args.extra, f"hydra.run.dir={again}"]
         )
-        log = result.stdout + result.stderr
+        # bdrun logs one "reused <stage>" or "running <stage>" line per stage (its result table says "reused" too).
+        log = (result.stdout + result.stderr).splitlines()
+        reused, ran = (sum(line.startswith(word) for line in log) for word in ("reused ", "running "))
         rerun = (
             f"Rerun of the first command in a fresh folder: {seconds:.1f} s wall (start-up included), "
-            f"{log.count('reused ')} stages reused, {log.count('running ')} run."
+            f"{reused} stages reused, {ran} run."
         )
 
     lines = table(root, seeds)
