@@ -63,15 +63,14 @@ def run_dir(root: Path, label: str, seed: int) -> Path:
     return root / slug(label) / f"seed{seed}"
 
 
-def run_one(root: Path, label: str, seed: int, extra: list[str]) -> float:
-    """One row's bdrun for one seed; returns its wall seconds (a finished folder is not run again)."""
+def run_one(root: Path, label: str, seed: int, extra: list[str]) -> None:
+    """One row's bdrun for one seed; a finished folder is not run again (a killed benchmark resumes)."""
     folder = run_dir(root, label, seed)
     if (folder / "metrics.json").exists():
-        return 0.0
+        return
     args = [*PRESET, *ROWS[label], f"seed={seed}", *extra, f"hydra.run.dir={folder}"]
     _, seconds = launch_or_exit(args, what=label)
     print(f"done: {label}, seed {seed} ({seconds:.0f} s)", flush=True)
-    return seconds
 
 
 def cell(models: list[dict[str, Any]], metric: str) -> str:

@@ -21,6 +21,10 @@ the malicious client-rounds that sat inside the honest clients' spread in Krum's
 their strength on the coordinates Dim-Krum selects (:mod:`bdrun.federated.diagnostics`): the paper's regime is
 both counts near the total. ``--plot regime.png`` draws the backdoored (FedAvg) federation's diagnostics per
 round (:mod:`bdrun.federated.plots`; ``--plot-role`` and ``--plot-defense`` pick another federation).
+
+Seeds: ``--collect`` takes several sweep folders (e.g. one sweep per seed range); each aggregator's cells are
+the mean ± std over its seeds, ``(n=K)`` after its name or ``‡`` for one seed, the regime counts summed over
+the seeds; ``†`` marks a CACC / ASR whose model bdrun flagged as collapsed in some seed (:mod:`bdrun.trust`).
 """
 
 from __future__ import annotations
