@@ -14,6 +14,13 @@ Metric names are those of :mod:`bdrun.results` (``purified.asr``, ``final.cacc``
 are shown in percent. The CSV is the tidy form of the same table (one line per cell and metric; mean, std and
 n as raw fractions) for further processing.
 
+``--versus KEY=VALUE`` (repeatable) names a reference row, e.g. ``--versus defense=none`` or, with several row
+keys, one ``--versus`` per key that tells it apart. A second table then gives every other cell's last metric
+minus the reference cell of its column, over the seeds both have (paired by seed, as benchmarks compare
+settings: :mod:`bdrun.stats`), with the 95% interval and a verdict: higher / lower when the whole interval is
+above / below zero, else not distinguishable. A row key that some runs lack (``attack.clnorm`` of RIPPLe's runs
+in a table of attacks) reads ``—`` for them; a key that no run has is an error.
+
 Every cell says how far to trust it (:mod:`bdrun.trust`): ``(n=K)`` is its number of seeds, ``‡`` marks a cell
 from one seed (no spread measured), ``†`` a cell in which a model it measures collapsed in at least one seed
 (one class for nearly every input, or CACC at the majority-class rate: its ASR measures the collapse, not a
@@ -109,6 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label", action="append", default=[], help="show VALUE as LABEL: VALUE=LABEL (repeatable)")
     parser.add_argument("--order", default="", help="row/column values to put first, in this order (comma-separated)")
     parser.add_argument("--clean-row", metavar="LABEL", help="add a first row with each column's clean model")
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reference row (repeatable: one per row key it needs): add the last metric's difference to it, "
+        "paired by seed, with its 95%% interval and verdict",
+    )
     parser.add_argument("--digits", type=decimals, default=1, help="decimals shown (default 1)")
     parser.add_argument("--out", type=Path, help="output folder (default: the first folder)")
     parser.add_argument("--name", default="report", help="file name stem (default: report)")
@@ -127,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             clean_row=args.clean_row,
             labels=parse_pairs(args.label, "--label"),
             order=_keys(args.order),
+            versus=parse_pairs(args.versus, "--versus"),
         )
         out = args.out or args.folders[0]
         try:

@@ -12,8 +12,10 @@ import statistics
 
 from bdrun.errors import BdrunError
 from bdrun.results import Job, swept_keys
+from bdrun.stats import PairedDifference, paired_difference
 
 SEED_KEY = "seed"
+MISSING = "—"  # a row / column key that this run's config lacks (another attack's knob)
 
 
 @dataclasses.dataclass
@@ -45,17 +47,27 @@ class Report:
     seeds: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = dataclasses.field(default_factory=dict)  # runs per cell
     # cell -> metric -> how many of the cell's runs measured a collapsed model with that metric (bdrun.trust)
     collapsed: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, int]] = dataclasses.field(default_factory=dict)
+    # --versus: the reference row, and per other cell the last metric's difference to it, paired by seed
+    reference: tuple[str, ...] | None = None
+    versus: dict[tuple[tuple[str, ...], tuple[str, ...]], PairedDifference] = dataclasses.field(default_factory=dict)
 
     def label(self, values: tuple[str, ...]) -> str:
         return ", ".join(self.labels.get(v, v) for v in values) if values else ""
 
 
 def _values(job: Job, keys: list[str]) -> tuple[str, ...]:
-    values = tuple(job.value(k) for k in keys)
-    for key, value in zip(keys, values, strict=True):
-        if value is None:
-            raise BdrunError(f"run {job.run_dir} has no config key '{key}'; choose --rows/--cols among its keys")
-    return values  # type: ignore[return-value]
+    """The job's values of ``keys``; ``—`` for a key its config lacks (RIPPLe has no ``attack.clnorm``), so that
+    rows of different attacks share one table (:func:`_check_keys` has ruled out a key no run has)."""
+    return tuple(job.value(k) or MISSING for k in keys)
+
+
+def _check_keys(jobs: list[Job], keys: list[str]) -> None:
+    """A row / column key that no run has is a typo, not another attack's knob."""
+    for key in keys:
+        if all(j.value(key) is None for j in jobs):
+            raise BdrunError(
+                f"no config key '{key}' in any run (e.g. {jobs[0].run_dir}); choose --rows/--cols among their keys"
+            )
 
 
 def scatter_metrics(metrics: list[str]) -> tuple[str, str]:
@@ -86,15 +98,19 @@ def build_report(
     clean_row: str | None = None,
     labels: dict[str, str] | None = None,
     order: list[str] | None = None,
+    versus: dict[str, str] | None = None,
 ) -> Report:
     """Group completed jobs into cells and reduce each metric to mean ± std over seeds.
 
     ``clean_row``: the label of an extra first row with the clean model of each column (the metrics with their
     model replaced by ``clean``), one job per seed, since every job of a column shares that clean model.
+    ``versus``: the row keys' values of one reference row (``{"defense": "none"}``); every other cell then also
+    gets the last metric's difference to the reference cell of its column, paired by seed (:mod:`bdrun.stats`).
     """
     selected = [j for j in jobs if all(j.value(k) == v for k, v in (where or {}).items())]
     if not selected:
         raise BdrunError(f"no runs match --where {where}; check the keys and values against the runs' configs")
+    _check_keys(selected, [*row_keys, *col_keys])
     done = [j for j in selected if j.status == "completed"]
     free = [k for k in swept_keys(selected) if k not in (*row_keys, *col_keys, SEED_KEY)]
     groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Job]] = {}
@@ -135,4 +151,42 @@ def build_report(
             seeds[(clean_label, col)] = len(members)
             collapsed[(clean_label, col)] = {m: sum(j.collapsed(c) for j in members) for m, c in clean_metrics.items()}
     skipped = [j for j in selected if j not in done]
-    return Report(row_keys, col_keys, metrics, rows, cols, cells, labels or {}, skipped, seeds, collapsed)
+    report = Report(row_keys, col_keys, metrics, rows, cols, cells, labels or {}, skipped, seeds, collapsed)
+    if versus:
+        report.reference = _reference_row(rows, row_keys, versus)
+        report.versus = _paired_to_reference(groups, report.reference, metrics[-1])
+    return report
+
+
+def _reference_row(rows: list[tuple[str, ...]], row_keys: list[str], versus: dict[str, str]) -> tuple[str, ...]:
+    """The one row whose values match ``versus`` on the keys it names (each a row key)."""
+    unknown = [k for k in versus if k not in row_keys]
+    if unknown:
+        keys = ", ".join(row_keys)
+        raise BdrunError(f"--versus names {', '.join(unknown)}, not a row key; use keys of --rows ({keys})")
+    matches = [r for r in rows if all(r[row_keys.index(k)] == v for k, v in versus.items())]
+    if len(matches) != 1:
+        found = "; ".join(", ".join(r) for r in rows)
+        raise BdrunError(
+            f"--versus {versus} matches {len(matches)} rows, not one; name the row keys that tell it apart "
+            f"(rows: {found})"
+        )
+    return matches[0]
+
+
+def _paired_to_reference(
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Job]], reference: tuple[str, ...], metric: str
+) -> dict[tuple[tuple[str, ...], tuple[str, ...]], PairedDifference]:
+    """``metric`` of each cell minus that of its column's reference cell, over the seeds both have (pairing by
+    seed removes what the two runs of a seed share: data order, poisoned rows, initial head). Cells that share no
+    seed with the reference are left out (rendered n/a)."""
+    out = {}
+    for (row, col), members in groups.items():
+        if row == reference or (reference, col) not in groups:
+            continue
+        mine = {j.value(SEED_KEY): j.metrics[metric] for j in members if metric in j.metrics}
+        theirs = {j.value(SEED_KEY): j.metrics[metric] for j in groups[(reference, col)] if metric in j.metrics}
+        shared = sorted(set(mine) & set(theirs), key=str)
+        if shared:
+            out[(row, col)] = paired_difference([theirs[s] for s in shared], [mine[s] for s in shared])
+    return out

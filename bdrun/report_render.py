@@ -71,7 +71,39 @@ def to_markdown(report: Report, digits: int) -> str:
         cells = [cell_text(report, row, col, digits, " ± ") for col in report.cols]
         lines.append("| " + " | ".join([report.label(row), *cells]) + " |")
     notes = legend(report)
-    return "\n".join([*lines, *(["", *notes] if notes else [])]) + "\n"
+    out = [*lines, *(["", *notes] if notes else [])]
+    if report.reference is not None:
+        out += ["", versus_caption(report), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in _others(report):
+            cells = [versus_text(report, row, col, digits) for col in report.cols]
+            out.append("| " + " | ".join([report.label(row), *cells]) + " |")
+    return "\n".join(out) + "\n"
+
+
+# PairedDifference's verdict, in words that fit any metric (a higher ASR is the attacker's gain, a defense's loss)
+VERDICT_WORDS = {"ahead": "higher", "behind": "lower", "not distinguishable": "not distinguishable"}
+
+
+def _others(report: Report) -> list[tuple[str, ...]]:
+    return [row for row in report.rows if row != report.reference]
+
+
+def versus_caption(report: Report) -> str:
+    metric = report.metrics[-1]
+    return (
+        f"{metric} minus the row {report.label(report.reference or ())} of the same column, paired by seed: mean "
+        "[95% interval, Student's t] and the verdict (higher / lower when the whole interval is above / below 0, "
+        "else not distinguishable); n = shared seeds"
+    )
+
+
+def versus_text(report: Report, row: tuple[str, ...], col: tuple[str, ...], digits: int) -> str:
+    difference = report.versus.get((row, col))
+    if difference is None:
+        return "n/a"
+    percent = report.metrics[-1].rsplit(".", 1)[-1] in PERCENT_METRICS
+    words = VERDICT_WORDS[difference.verdict()]
+    return f"{difference.text(100.0 if percent else 1.0, digits)} {words} (n={difference.n})"
 
 
 def _tex(text: str) -> str:
@@ -104,6 +136,13 @@ def to_latex(report: Report, digits: int) -> str:
     width = len(report.cols) + 1
     lines += [rf"\multicolumn{{{width}}}{{l}}{{\footnotesize {_tex_marks(_tex(note))}}} \\" for note in legend(report)]
     lines.append(r"\end{tabular}")
+    if report.reference is not None:  # a second tabular: the differences to the reference row
+        lines += ["", "% " + _tex(versus_caption(report)), r"\begin{tabular}{l" + "c" * len(report.cols) + "}"]
+        lines += [r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+        for row in _others(report):
+            cells = [_tex(versus_text(report, row, col, digits)) for col in report.cols]
+            lines.append(" & ".join([_tex(report.label(row)), *cells]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 

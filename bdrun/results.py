@@ -113,8 +113,12 @@ def _lookup(tree: Any, dotted: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
+    """A config value as the command line types it: ``false``, not Python's ``False`` (so ``--where
+    attack.clnorm=false`` matches)."""
     if value is None:
         return None
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(value)

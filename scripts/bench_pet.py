@@ -51,11 +51,25 @@ import torch
 from benchlib import REPO, failure, launch, publish
 from pet_table import PAIRS, ROWS, Run, pair_overrides, table
 
+from bdrun.report import main as report_main
 from bdrun.results import find_jobs
 from bdrun.trust import COLLAPSE_LEGEND, COLLAPSE_MARK
 
 TUNINGS = ["adapter", "parallel_adapter"]
+README_MARKERS = ("<!-- pet:start -->", "<!-- pet:end -->")
 ATTACKER_TEST = "attacker_test"  # the folder of the runs that read each module on A's test set
+# bdrun-report's view of the same runs: a row per attack setting (Clean is BadNets at rate 0, the gradient-control
+# rows differ in attack.clnorm / attack.ilproj, "—" for the other attacks), a column per pair and PET form, and
+# each row's LFR minus Vanilla's, paired by seed. It has no preconditions: the verdicts that heed them are table()'s.
+REPORT_ARGS = [
+    "--rows",
+    "attack,attack.poison_rate,attack.clnorm,attack.ilproj",
+    "--cols",
+    "attack.source,dataset,model.tuning",
+    "--metric",
+    "backdoored.cacc,backdoored.asr,purified.cacc,purified.asr",
+    *("--versus", "attack=gradient_control", "--versus", "attack.clnorm=false", "--versus", "attack.ilproj=false"),
+]
 
 
 def step_cost(tunings: list[str], steps: int, batch_size: int) -> list[str]:
@@ -165,6 +179,16 @@ def run_rows(pairs: list[str], rows: list[str], root: Path, make_args: Callable[
     return commands
 
 
+def run_report(root: Path, pairs: list[str]) -> str:
+    """``bdrun-report`` over the pairs' runs (not their A-test reads), written to ``root/report.*``; returns the
+    command, with paths relative to the repository where they are inside it."""
+    folders = [root / p.replace(":", "_to_") for p in pairs if (root / p.replace(":", "_to_")).is_dir()]
+    args = [*map(str, folders), *REPORT_ARGS, "--out", str(root)]
+    report_main(args)
+    shown = [str(f.resolve().relative_to(REPO)) if f.resolve().is_relative_to(REPO) else str(f) for f in folders]
+    return "bdrun-report " + " ".join([*shown, *REPORT_ARGS])
+
+
 def collect(root: Path) -> dict[tuple[str, str, str], list[Run]]:
     """The finished runs under ``root``, by (pair, PET form, row key), read from each run's metrics.json, with
     their module's CACC on A's test set where its evaluation there finished (``root/ATTACKER_TEST``)."""
@@ -212,6 +236,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, help="cap on B's test rows (dataset.max_samples.test)")
     parser.add_argument("--collect", type=Path, help="only tabulate the runs already finished under this folder")
     parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per tuning for the step cost (0: skip)")
+    parser.add_argument("--readme", type=Path, help="also write the tables between the README's pet markers")
     parser.add_argument("extra", nargs="*", help="extra bdrun overrides (after --)")
     args = parser.parse_args()
     pairs, tunings, rows, seeds = (x.split(",") for x in (args.pairs, args.tunings, args.rows, args.seeds))
@@ -250,6 +275,12 @@ def main() -> None:
         if args.long_text == "start"
         else f"model.max_length={args.long_text}, random positions"
     )
+    report_command = run_report(root, pairs)
+    tables = [
+        *table(collect(root), pairs, tunings, rows),
+        "",
+        f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)",
+    ]
     lines += [
         "### The PET table: LFR after the user's fine-tuning, against vanilla",
         "",
@@ -261,13 +292,18 @@ def main() -> None:
         f"(c) at least 3 shared seeds, (d) no retrained module collapsed. Runs: `{shown}`."
         + ("" if args.collect else f" Whole benchmark: {(time.time() - started) / 60:.1f} min."),
         "",
-        *table(collect(root), pairs, tunings, rows),
+        *tables,
         "",
-        f"{COLLAPSE_MARK} {COLLAPSE_LEGEND} (in at least one seed)",
+        "The same cells from `bdrun-report` (mean ± std, and each row's LFR minus Vanilla's, paired by seed, without"
+        f" the preconditions), written to the runs' folder as report.md / .tex / .csv / .png: `{report_command}`",
     ]
     if commands:
         lines += ["", "Commands:", *(f"- {c}" for c in commands)]
     publish(lines, args.out)
+    if args.readme:
+        command = f"python scripts/bench_pet.py --preset {args.preset} --pairs {args.pairs} --tunings {args.tunings}"
+        head = f"`{command} --rows {args.rows} --seeds {args.seeds}` (sizes, choices: docs/results/pet.md):"
+        publish([head, "", *tables], args.readme, README_MARKERS)
 
 
 if __name__ == "__main__":

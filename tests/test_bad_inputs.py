@@ -351,6 +351,8 @@ REPORT_CASES: list[tuple[str, list[str], dict[str, str | bytes], str]] = [
     ("report_where_not_key_value", [*REPORT, "--where", "seed"], FINISHED_RUN, "--where 'seed' is not KEY=VALUE"),
     ("report_where_matching_no_run", [*REPORT, "--where", "seed=7"], FINISHED_RUN, "no runs match --where"),
     ("report_unknown_row_key", ["{tmp}/runs", "--rows", "colour"], FINISHED_RUN, "no config key 'colour'"),
+    ("report_versus_matching_no_row", [*REPORT, "--versus", "defense=dan"], FINISHED_RUN, "matches 0 rows"),
+    ("report_versus_not_a_row_key", [*REPORT, "--versus", "attack=ep"], FINISHED_RUN, "not a row key"),
     ("report_digits_not_a_number", [*REPORT, "--digits", "two"], FINISHED_RUN, "--digits"),
     ("report_negative_digits", [*REPORT, "--digits=-1"], FINISHED_RUN, "--digits"),
     ("report_out_on_a_virtual_file_system", [*REPORT, "--out", "/proc/bdrun/report"], FINISHED_RUN, "/proc/bdrun"),

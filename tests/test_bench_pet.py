@@ -184,11 +184,16 @@ def test_the_clean_rows_rate_of_zero_poisons_no_row() -> None:
     assert (poisoned.texts, poisoned.labels, any(poisoned.poisoned)) == (train.texts, train.labels, False)
 
 
-def fake_job(folder: Path, seed: int, metrics: dict) -> None:
+def fake_job(folder: Path, seed: int, metrics: dict, attack: dict | None = None) -> None:
     """A finished Hydra job folder as bdrun leaves it (overrides, composed config, metrics, status)."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- model.tuning=adapter\n")
-    (folder / ".hydra" / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  tuning: adapter\n")
+    config = {"seed": seed, "model": {"tuning": "adapter"}, "dataset": {"name": "imdb"}, "attack": attack or {}}
+    (folder / ".hydra" / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    if attack:  # the group's choice, as Hydra records it
+        (folder / ".hydra" / "hydra.yaml").write_text(
+            json.dumps({"hydra": {"runtime": {"choices": {"attack": attack["name"]}}}})
+        )
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "status.json").write_text(json.dumps({"status": "completed"}))
 
@@ -208,3 +213,28 @@ def test_collect_joins_each_run_with_its_modules_evaluation_on_a_by_seed(tmp_pat
     runs = sorted(collect(tmp_path)[("sst2:imdb", "adapter", "vanilla")], key=lambda r: r.seed)
     assert [(r.seed, r.cacc, r.source_cacc) for r in runs] == [("1", 0.6, 0.8), ("2", 0.62, 0.81), ("3", 0.64, None)]
     assert set(collect(tmp_path)) == {("sst2:imdb", "adapter", "vanilla")}
+
+
+def test_bdrun_report_tabulates_the_rows_against_vanilla_as_the_table_does(tmp_path: Path) -> None:
+    """The bdrun-report command bench_pet runs over its folders must find Vanilla among the gradient-control rows
+    (by attack.clnorm / attack.ilproj), show other attacks' missing knobs as —, and give the same paired LFR
+    difference as the table: gradient control − vanilla = +39.67 [+35.87, +43.46] on AHEAD / VANILLA."""
+    from bench_pet import run_report
+
+    rows = {
+        "clean": ({"name": "badnets", "poison_rate": 0.0}, CLEAN),
+        "vanilla": ({"name": "gradient_control", "poison_rate": 0.5, "clnorm": False, "ilproj": False}, VANILLA),
+        "gc": ({"name": "gradient_control", "poison_rate": 0.5, "clnorm": True, "ilproj": True}, AHEAD),
+    }
+    for key, (attack, results) in rows.items():
+        for num, run in enumerate(results):
+            metrics = {"backdoored": {"cacc": run.cacc, "asr": run.asr}, "purified": {"cacc": 0.85, "asr": run.lfr}}
+            fake_job(tmp_path / "sst2_to_imdb" / key / str(num), int(run.seed), metrics, {**attack, "source": "sst2"})
+    command = run_report(tmp_path, ["sst2:imdb", "imdb:sst2"])  # a pair without runs is left out
+
+    assert command.startswith(f"bdrun-report {tmp_path / 'sst2_to_imdb'} --rows attack,")
+    versus = (tmp_path / "report.md").read_text().split("minus the row gradient_control, 0.5, false, false")[1]
+    assert "| gradient_control, 0.5, true, true | +39.7 [+35.9, +43.5] higher (n=3) |" in versus
+    assert "| badnets, 0.0, —, — | -35.0 [" in versus
+    expected = judge(AHEAD, VANILLA, preconditions(CLEAN, VANILLA))[0]
+    assert expected.startswith("+39.67 [+35.87, +43.46]")

@@ -197,3 +197,50 @@ def test_a_delta_is_marked_when_either_model_it_compares_collapsed(tmp_path: Pat
         "purified.cacc": 0,  # the scatter plot's metrics are counted too
     }
     assert to_markdown(report, digits=1).splitlines()[2].endswith("(n=1)†‡ |")
+
+
+def test_versus_gives_each_cell_its_paired_difference_to_the_reference_row(sweeps: list[Path], tmp_path: Path) -> None:
+    """fine_tuning − none of final.asr, paired by seed: badnets' three seeds differ by −0.9, −0.8, −0.7 (mean −0.8,
+    sd 0.1, t(0.975, 2) = 4.3027 → half-width 0.2484); addsent has one shared seed (its seed 2 failed)."""
+    out = tmp_path / "report"
+    args = [*map(str, sweeps), "--rows", "defense", "--cols", "attack", "--metric", "final.cacc,final.asr"]
+    main([*args, "--versus", "defense=none", "--out", str(out)])
+
+    markdown = (out / "report.md").read_text()
+    assert "final.asr minus the row none of the same column, paired by seed" in markdown
+    assert markdown.endswith(
+        "| defense | badnets | addsent |\n"
+        "|---|---|---|\n"
+        "| fine_tuning | -80.0 [-104.8, -55.2] lower (n=3) | -45.0 (one pair) not distinguishable (n=1) |\n"
+    )
+    latex = (out / "report.tex").read_text()
+    assert latex.count(r"\begin{tabular}") == 2
+    assert r"fine\_tuning & -80.0 [-104.8, -55.2] lower (n=3) & -45.0 (one pair) not distinguishable (n=1) \\" in latex
+
+    report = build_report(find_jobs(sweeps), ["defense"], ["attack"], ["final.asr"], versus={"defense": "fine_tuning"})
+    difference = report.versus[(("none",), ("badnets",))]  # the other way round: + 0.8, same interval
+    assert difference.mean == pytest.approx(0.8) and difference.high == pytest.approx(0.8 + 0.24841, abs=1e-4)
+
+
+def test_versus_must_name_one_row_by_its_row_keys(sweeps: list[Path]) -> None:
+    jobs = find_jobs(sweeps)
+    with pytest.raises(BdrunError, match="matches 0 rows"):
+        build_report(jobs, ["defense"], ["attack"], ["final.asr"], versus={"defense": "dan"})
+    with pytest.raises(BdrunError, match="matches 3 rows"):
+        build_report(jobs, ["defense", "seed"], ["attack"], ["final.asr"], versus={"defense": "none"})
+    with pytest.raises(BdrunError, match="attack, not a row key"):
+        build_report(jobs, ["defense"], ["attack"], ["final.asr"], versus={"attack": "badnets"})
+
+
+def test_rows_of_attacks_with_different_knobs_share_a_table(tmp_path: Path) -> None:
+    """A row key only some runs have (gradient control's attack.clnorm, a boolean) reads — for the others, and
+    booleans read as typed on the command line, so --where and --versus match them."""
+    for num, (attack, extra) in enumerate((("gradient_control", {"attack.clnorm": False}), ("ripple", {}))):
+        fake_run(tmp_path / str(num), num, attack, "none", 1, (0.9, 0.1, 0.9, 1.0), extra=extra)
+    jobs = find_jobs([tmp_path])
+    report = build_report(jobs, ["attack", "attack.clnorm"], [], ["final.asr"], versus={"attack.clnorm": "false"})
+    assert report.rows == [("gradient_control", "false"), ("ripple", "—")]
+    assert report.reference == ("gradient_control", "false")
+    assert build_report(jobs, ["attack"], [], ["final.asr"], where={"attack.clnorm": "false"}).rows == [
+        ("gradient_control",)
+    ]
