@@ -34,9 +34,9 @@ Reduced CPU table (one pair, adapter only, 3 seeds, 24 jobs at pet_paper_cpu's s
         --pairs sst2:imdb --tunings adapter --seeds 1,2,3 --cost-steps 0 --out docs/results/pet.md
 
 A job there trains ~20,000 samples (2,000 × 5 attacker + 2,000 × 5 user epochs, 32 tokens) and evaluates ~1,600,
-then reads its attacker's module on A's 400 test rows (the poison stage reused). At the ~65 samples/s of one
-thread measured for these PET jobs on 2026-12-07 that is ~5-6 min a job: ~50 min for the Clean, Vanilla and
-gradient-control rows (``--rows clean,vanilla,gc``), ~2.5 h for all eight.
+then reads its attacker's module on A's 400 test rows (the poison stage reused). Measured on 2026-12-07 (one
+thread): about 17 min a row (3 seeds) for most rows, 23-25 for LWP, 38-40 for RIPPLe: ~50 min for the Clean,
+Vanilla and gradient-control rows (``--rows clean,vanilla,gc``), ~2.5 h for all eight.
 """
 
 from __future__ import annotations
