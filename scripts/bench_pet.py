@@ -183,8 +183,13 @@ def run_report(root: Path, pairs: list[str]) -> str:
     """``bdrun-report`` over the pairs' runs (not their A-test reads), written to ``root/report.*``; returns the
     command, with paths relative to the repository where they are inside it."""
     folders = [root / p.replace(":", "_to_") for p in pairs if (root / p.replace(":", "_to_")).is_dir()]
-    args = [*map(str, folders), *REPORT_ARGS, "--out", str(root)]
-    report_main(args)
+    if not folders:
+        return "(no runs for bdrun-report)"
+    try:  # a table it cannot make (no Vanilla row to compare with) must not cost the benchmark's own table
+        report_main([*map(str, folders), *REPORT_ARGS, "--out", str(root)])
+    except SystemExit as exit:
+        if exit.code:
+            return f"(bdrun-report failed, exit {exit.code}: its error is printed above)"
     shown = [str(f.resolve().relative_to(REPO)) if f.resolve().is_relative_to(REPO) else str(f) for f in folders]
     return "bdrun-report " + " ".join([*shown, *REPORT_ARGS])
 

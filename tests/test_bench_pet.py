@@ -238,3 +238,15 @@ def test_bdrun_report_tabulates_the_rows_against_vanilla_as_the_table_does(tmp_p
     assert "| badnets, 0.0, —, — | -35.0 [" in versus
     expected = judge(AHEAD, VANILLA, preconditions(CLEAN, VANILLA))[0]
     assert expected.startswith("+39.67 [+35.87, +43.46]")
+
+
+def test_a_table_bdrun_report_cannot_make_does_not_stop_the_benchmark(tmp_path: Path) -> None:
+    """Without a Vanilla row --versus has no reference: bench_pet must still publish its own table."""
+    from bench_pet import run_report
+
+    assert run_report(tmp_path, ["sst2:imdb"]) == "(no runs for bdrun-report)"
+    for num, run in enumerate(AHEAD):
+        metrics = {"backdoored": {"cacc": run.cacc, "asr": run.asr}, "purified": {"cacc": 0.85, "asr": run.lfr}}
+        attack = {"name": "gradient_control", "poison_rate": 0.5, "clnorm": True, "ilproj": True, "source": "sst2"}
+        fake_job(tmp_path / "sst2_to_imdb" / "gc" / str(num), int(run.seed), metrics, attack)
+    assert run_report(tmp_path, ["sst2:imdb"]).startswith("(bdrun-report failed, exit 2")
