@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from benchlib import REPO, failure, launch, publish
+from benchlib import REPO, failure, in_repo, launch, publish
 from pet_table import PAIRS, ROWS, Run, pair_overrides, table
 
 from bdrun.report import main as report_main
@@ -190,8 +190,7 @@ def run_report(root: Path, pairs: list[str]) -> str:
     except SystemExit as exit:
         if exit.code:
             return f"(bdrun-report failed, exit {exit.code}: its error is printed above)"
-    shown = [str(f.resolve().relative_to(REPO)) if f.resolve().is_relative_to(REPO) else str(f) for f in folders]
-    return "bdrun-report " + " ".join([*shown, *REPORT_ARGS])
+    return "bdrun-report " + " ".join([*map(in_repo, folders), *REPORT_ARGS])
 
 
 def collect(root: Path) -> dict[tuple[str, str, str], list[Run]]:
@@ -274,7 +273,7 @@ def main() -> None:
             return row_args(args.preset, pair, key, tunings, seeds, args.long_text, extra)
 
         commands = run_rows(pairs, rows, root, make_args)
-    shown = root.resolve().relative_to(REPO) if root.resolve().is_relative_to(REPO) else root  # docs: no absolute paths
+    shown = in_repo(root)
     long_rule = (
         "every trigger at the start of the text (attack.position=start)"
         if args.long_text == "start"

@@ -28,6 +28,7 @@ __all__ = [
     "REPO",
     "SINGLE_SEED_MARK",
     "failure",
+    "in_repo",
     "invocation",
     "launch",
     "launch_or_exit",
@@ -113,16 +114,21 @@ def trust_legend(lines: list[str], single_seed: bool) -> list[str]:
 
 
 # -- publishing ---------------------------------------------------------------------------------------------
+def in_repo(path: Path | str) -> str:
+    """A path as docs show it: relative to the repository when inside it (docs never name one machine's
+    folders), else as given."""
+    full = Path(path).resolve()
+    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(path)
+
+
 def invocation() -> str:
     """The command that ran this script, as a results file shows it: ``python scripts/NAME.py ARGS`` with any
-    absolute path inside the repository made relative to it, since docs never name one machine's folders."""
+    absolute path inside the repository made relative to it."""
 
     def shown(arg: str) -> str:
-        path = Path(arg)
-        return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else arg
+        return in_repo(arg) if Path(arg).is_absolute() else arg
 
-    script = Path(sys.argv[0]).resolve()
-    return " ".join(["python", shown(str(script)), *map(shown, sys.argv[1:])])
+    return " ".join(["python", in_repo(sys.argv[0]), *map(shown, sys.argv[1:])])
 
 
 def publish(lines: list[str], out: Path | None, markers: tuple[str, str] = BENCH_MARKERS) -> None:
