@@ -11,8 +11,10 @@ can show an effect at all, so a verdict needs, per pair × PET form:
 - (a) **the attacker's module learns the clean task**: the row's backdoored CACC on the attacker's own test set
   (A's, the issue's wording; B's where a run has no A evaluation) is at most ``CACC_MARGIN`` below the Clean
   row's (a clean module trained on A with the same budget, ``poison_rate=0``), and none of its seeds collapsed
-  (bdrun's ``collapsed`` flag, on either test set). Checked for the method and for Vanilla; above the Clean
-  module is no failure. A collapsed Clean module makes (a) uncheckable, so it fails too.
+  on that test set (bdrun's ``collapsed`` flag). Checked for the method and for Vanilla; above the Clean module
+  is no failure. A Clean module collapsed there makes (a) uncheckable, so it fails too. A collapse on B alone
+  (before the user's retraining) is a transfer effect, not a module that failed to learn: a clean module
+  trained on Enron calls almost every Ling-Spam e-mail ham. The table marks it †; (d) guards the LFR.
 - (b) **vanilla forgets**: Vanilla's mean LFR is at least ``FORGET_MARGIN`` below its mean ASR before the user's
   retraining; otherwise the retraining erases nothing and no method can be ahead against forgetting.
 - (c) **at least ``MIN_SEEDS`` seeds** that the method and Vanilla share (and the Clean row has as many).
@@ -100,8 +102,8 @@ class Run:
 
     @property
     def module_collapsed(self) -> bool:
-        """The attacker's module collapsed on either test set (B's, or A's where it was read there)."""
-        return self.collapsed or self.source_collapsed
+        """The attacker's module collapsed on the test set (a) reads: A's where it was read there, else B's."""
+        return self.source_collapsed if self.source_cacc is not None else self.collapsed
 
 
 def attacker_field(*rows: Sequence[Run]) -> str:
@@ -211,9 +213,13 @@ def table(
         "| LFR − vanilla [95%] | verdict |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    not_run = []
     for pair in pairs:
         name = pair.replace(":", "→")
         for tuning in tunings:
+            if not any(cells.get((pair, tuning, key)) for key in rows):
+                not_run.append(f"{name} {tuning}")
+                continue
             clean, vanilla = cells.get((pair, tuning, "clean"), []), cells.get((pair, tuning, "vanilla"), [])
             pre = preconditions(clean, vanilla)
             seeds_ok = min(len(clean), len(vanilla)) >= MIN_SEEDS
@@ -223,13 +229,15 @@ def table(
                 f"| {mean_std(vanilla, field, any(r.module_collapsed for r in vanilla))} "
                 f"| {'; '.join(pre.vanilla_learns) or 'yes'} "
                 f"| {mean_std(vanilla, 'asr')} → {mean_std(vanilla, 'lfr')} "
-                f"| {'; '.join(pre.vanilla_forgets) or 'yes'} "
+                f"| {'; '.join(pre.vanilla_forgets) or ('yes' if vanilla else 'n/a')} "
                 f"| {len(clean)} / {len(vanilla)} | {'yes' if seeds_ok else 'no'} |"
             )
             for key in rows:
                 runs = cells.get((pair, tuning, key), [])
                 if key in REFERENCE:
                     difference, verdict = "—", "reference"
+                elif not runs:
+                    difference, verdict = "—", "not run"
                 else:
                     difference, verdict = judge(runs, vanilla, pre)
                 numbers = [
@@ -242,4 +250,5 @@ def table(
                 main.append(
                     f"| {name} | {tuning} | {ROWS[key].label} | {' | '.join(numbers)} | {difference} | {verdict} |"
                 )
-    return ["#### Preconditions", "", *pre_lines, "", "#### LFR after the user's fine-tuning", "", *main]
+    missing = [f"Not run: {', '.join(not_run)}.", ""] if not_run else []
+    return ["#### Preconditions", "", *pre_lines, "", "#### LFR after the user's fine-tuning", "", *main, "", *missing]

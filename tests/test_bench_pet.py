@@ -71,7 +71,7 @@ def on_a(rows: list[Run], cacc: float, collapsed: bool = False) -> list[Run]:
 def test_a_is_read_on_the_attackers_test_set_when_every_run_was_evaluated_there() -> None:
     """The issue's (a): the module learns the attacker's task. A module 6 points below Clean on A fails (a) even
     if it matches Clean on B; one that matches on A passes even if B differs; a run without its A evaluation
-    sends the check back to B for that row, and a collapse on A alone counts."""
+    sends the check back to B for that row, and a collapse counts on the test set (a) reads, not on B alone."""
     clean = on_a(CLEAN, 0.83)
     weak_on_a = on_a(AHEAD, 0.77)  # B: 86 against Clean's 88, within 3 points
     verdict = judge(weak_on_a, on_a(VANILLA, 0.82), preconditions(clean, on_a(VANILLA, 0.82)))[1]
@@ -83,6 +83,9 @@ def test_a_is_read_on_the_attackers_test_set_when_every_run_was_evaluated_there(
     )
     collapsed_on_a = on_a(AHEAD, 0.83, collapsed=True)
     assert "method module collapsed (3/3 seeds)" in judge(collapsed_on_a, VANILLA, preconditions(clean, VANILLA))[1]
+    # one label on B before the user's retraining, A learnt: a transfer effect (Enron -> Ling-Spam), not a failure
+    transfer = [dataclasses.replace(r, collapsed=True) for r in clean]
+    assert judge(on_a(AHEAD, 0.83), on_a(VANILLA, 0.82), preconditions(transfer, on_a(VANILLA, 0.82)))[1] == "ahead"
     text = "\n".join(
         table(
             {("p:q", "adapter", "clean"): clean, ("p:q", "adapter", "vanilla"): on_a(VANILLA, 0.82)},
@@ -157,6 +160,16 @@ def test_the_table_marks_each_cell_and_states_the_preconditions() -> None:
     ripple = next(line for line in lines if "| RIPPLe |" in line)
     assert "86.0 ± 0.0 †" in ripple and CANNOT in ripple
     assert next(line for line in lines if "Vanilla (= BadNets)" in line).endswith("| — | reference |")
+
+
+def test_rows_and_pet_forms_without_runs_read_not_run() -> None:
+    """A partial table (a pair measured with three rows, a PET form not at all) says what was not run instead of
+    a verdict or a precondition that no run could check."""
+    cells = {("sst2:imdb", "adapter", "clean"): CLEAN, ("sst2:imdb", "adapter", "vanilla"): VANILLA}
+    lines = table(cells, ["sst2:imdb"], ["adapter", "parallel_adapter"], ["clean", "vanilla", "gc"])
+    assert next(line for line in lines if "both (gradient control)" in line).endswith("| n/a | — | not run |")
+    assert not any("| parallel_adapter |" in line for line in lines)
+    assert "Not run: sst2→imdb parallel_adapter." in lines
 
 
 def test_every_row_of_a_spam_long_text_pair_composes_and_passes_bdruns_checks() -> None:
