@@ -213,7 +213,7 @@ def table(
         "| LFR − vanilla [95%] | verdict |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    not_run = []
+    not_run: list[str] = []  # pair × PET forms without a single run: listed under the table
     for pair in pairs:
         name = pair.replace(":", "→")
         for tuning in tunings:
